@@ -1,0 +1,152 @@
+"""The ``cdranon`` command line: run, synth, keygen.
+
+``cdranon run`` exits 0 only when the release was published; any other outcome exits non-zero
+with a one-line reason on stderr. Prefect is imported only by ``run``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from anonymize import __version__
+from anonymize.errors import CdranonError
+
+app = typer.Typer(
+    name="cdranon",
+    help="Turn unified-communications usage records into data that can be shared.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+out_console = Console()
+err_console = Console(stderr=True)
+
+EXIT_NOT_PUBLISHED = 1
+EXIT_REFUSED_TO_START = 2
+EXIT_STRICT = 3
+
+
+def _fail(code: int, message: str) -> None:
+    err_console.print(f"[bold red]cdranon:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+@app.command()
+def run(
+    landing: Annotated[Path, typer.Option(help="The landing zone (lync/, connect/, weblogs/).")],
+    out: Annotated[Path, typer.Option(help="The output root.")],
+    policy: Annotated[
+        Path | None, typer.Option(help="Policy YAML (default: the shipped default policy).")
+    ] = None,
+    dev_key: Annotated[
+        bool, typer.Option("--dev-key", help="Use the public development key: not for sharing.")
+    ] = False,
+    strict: Annotated[
+        bool, typer.Option("--strict", help=f"Exit {EXIT_STRICT} when any input file is refused.")
+    ] = False,
+) -> None:
+    """Run the flow over a landing zone and publish the outputs that pass."""
+    from anonymize.policy import DEFAULT_POLICY, load_policy
+
+    # The embedded server has no network to report telemetry to; say so instead of failing at it.
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
+    try:
+        loaded = load_policy(policy or DEFAULT_POLICY)
+        from flows.nightly import RunParams, cdranon_run, load_keyring
+
+        params = RunParams(
+            landing=landing.resolve(), out=out.resolve(), policy=policy, dev_key=dev_key
+        )
+        # Refuse before starting Prefect or writing anything when there is no usable key.
+        load_keyring(params, loaded)
+    except CdranonError as exc:
+        _fail(EXIT_REFUSED_TO_START, str(exc))
+    if not landing.is_dir():
+        _fail(EXIT_REFUSED_TO_START, f"the landing zone {landing} is not a folder")
+
+    try:
+        summary = cdranon_run(params)
+    except CdranonError as exc:
+        _fail(EXIT_NOT_PUBLISHED, f"nothing was published: {str(exc).splitlines()[0]}")
+    except Exception as exc:
+        _fail(EXIT_NOT_PUBLISHED, f"nothing was published: the run failed ({type(exc).__name__})")
+
+    _print_summary(summary)
+    if summary["status"] != "published":
+        _fail(EXIT_NOT_PUBLISHED, f"nothing was published: {summary['reason']}")
+    if strict and summary["refused"]:
+        _fail(EXIT_STRICT, f"{len(summary['refused'])} input file(s) were refused (--strict)")
+
+
+def _print_summary(summary: dict) -> None:
+    t = summary["totals"]
+    table = Table(title=f"cdranon run {summary['run_id']}: {summary['status']}", show_edge=False)
+    for col in ("files", "refused", "rows read", "published", "quarantined", "filtered"):
+        table.add_column(col, justify="right")
+    table.add_row(
+        *(
+            str(t[k])
+            for k in (
+                "files",
+                "files_refused",
+                "rows_read",
+                "rows_published",
+                "rows_quarantined",
+                "rows_filtered",
+            )
+        )
+    )
+    out_console.print(table)
+    for path, reason in summary["refused"]:
+        err_console.print(f"[yellow]refused[/] {path}: {reason}", highlight=False, soft_wrap=True)
+    out_console.print(f"manifest: {summary['manifest']}", highlight=False, soft_wrap=True)
+    if summary["partitions"]:
+        out_root = Path(summary["manifest"]).parent.parent
+        out_console.print(f"outputs:  {out_root / 'restricted'}", highlight=False, soft_wrap=True)
+    if summary["not_for_sharing"]:
+        out_console.print("[bold yellow]development key: these outputs are NOT for sharing[/]")
+
+
+@app.command()
+def synth(
+    out: Annotated[Path, typer.Option(help="Where to write the landing zone.")],
+    seed: Annotated[int, typer.Option(help="Random seed: the same seed gives the same files.")] = 1,
+    rows: Annotated[int, typer.Option(min=1, help="Number of sessions.")] = 2000,
+    days: Annotated[int, typer.Option(min=1, help="Number of days, one folder each.")] = 2,
+    people: Annotated[int, typer.Option(min=10, help="Number of people.")] = 600,
+) -> None:
+    """Write synthetic Lync/SfB exports (SessionDetailsView and VoIPDetailsView) under OUT/lync/."""
+    from anonymize.synth import generate_lync
+
+    generate_lync(out, seed=seed, rows=rows, days=days, people=people)
+    out_console.print(f"wrote {rows} synthetic sessions over {days} day(s) under {out / 'lync'}")
+
+
+@app.command()
+def keygen() -> None:
+    """Print a new random master key (hex). Keep it secret; set it as CDRANON_MASTER_KEY."""
+    from anonymize.keys import generate_key
+
+    sys.stdout.write(generate_key() + "\n")
+
+
+@app.command()
+def version() -> None:
+    """Print the software version."""
+    sys.stdout.write(__version__ + "\n")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

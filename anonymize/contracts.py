@@ -1,0 +1,170 @@
+"""Input contracts and output schemas, loaded from the YAML files in ``schemas/``.
+
+A contract lists every column one kind of export may carry, with its type and privacy class
+(PD, QI, SAFE). A file's kind is recognised from its header: the contract whose required columns
+are all present and that knows every column of the header. An output schema lists the columns
+of a published dataset; it is strict (a column it does not list is an error).
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from importlib import resources
+from typing import Literal
+
+import polars as pl
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
+
+from anonymize.errors import ContractError
+
+ColumnType = Literal["string", "int", "bit", "datetime", "guid"]
+PrivacyClass = Literal["PD", "QI", "SAFE"]
+
+
+class Column(BaseModel):
+    """One column of an input contract."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str
+    type: ColumnType
+    privacy: PrivacyClass = Field(alias="class")
+    required: bool = True
+    nullable: bool = True
+    aliases: tuple[str, ...] = ()
+
+
+class Contract(BaseModel):
+    """Every column one kind of export may carry."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str
+    family: str
+    dataset: str
+    priority: int = 1
+    key: tuple[str, ...] = ()
+    columns: tuple[Column, ...]
+
+    @property
+    def column_map(self) -> dict[str, Column]:
+        return {c.name: c for c in self.columns}
+
+    @property
+    def aliases(self) -> dict[str, str]:
+        """Map of every accepted header name (canonical or alias) to the canonical name."""
+        out = {c.name: c.name for c in self.columns}
+        for c in self.columns:
+            out.update(dict.fromkeys(c.aliases, c.name))
+        return out
+
+    def header_problems(self, header: list[str]) -> tuple[list[str], list[str]]:
+        """Return (missing required columns, unknown columns) of a header against this contract."""
+        names = self.aliases
+        canonical = {names[h] for h in header if h in names}
+        missing = [c.name for c in self.columns if c.required and c.name not in canonical]
+        unknown = [h for h in header if h not in names]
+        return missing, unknown
+
+
+OUTPUT_DTYPES: dict[str, pl.DataType] = {
+    "string": pl.String(),
+    "int": pl.Int64(),
+    "float": pl.Float64(),
+    "bool": pl.Boolean(),
+    "datetime": pl.Datetime("ms"),
+    "list[string]": pl.List(pl.String()),
+}
+
+
+class OutputSchema(BaseModel):
+    """The strict column list of one published dataset (partition keys excluded)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    dataset: str
+    version: str
+    partitioning: tuple[str, ...]
+    columns: dict[str, Literal["string", "int", "float", "bool", "datetime", "list[string]"]]
+
+    @property
+    def polars_schema(self) -> pl.Schema:
+        return pl.Schema({k: OUTPUT_DTYPES[v] for k, v in self.columns.items()})
+
+
+def _read_yaml(*parts: str) -> dict:
+    ref = resources.files("schemas").joinpath(*parts)
+    return yaml.safe_load(ref.read_text(encoding="utf-8"))
+
+
+def _raw_contract(name: str) -> dict:
+    raw = _read_yaml(f"{name}.yaml")
+    if raw.get("name") != name:
+        raise ContractError(f"schemas/{name}.yaml declares the name {raw.get('name')!r}")
+    parent = raw.pop("extends", None)
+    cols = dict(raw.get("columns") or {})
+    if parent:
+        # A child inherits everything it does not set itself (key, family, dataset ...).
+        base = _raw_contract(parent)
+        cols = {**base["columns"], **cols}
+        raw = {**base, **raw}
+    raw["columns"] = cols
+    return raw
+
+
+@cache
+def load_contract(name: str) -> Contract:
+    """Load one input contract by name (the YAML file ``schemas/<name>.yaml``)."""
+    raw = _raw_contract(name)
+    raw["columns"] = tuple(Column(name=k, **v) for k, v in raw["columns"].items())
+    return Contract(**raw)
+
+
+@cache
+def all_contracts() -> tuple[Contract, ...]:
+    """Every input contract shipped in ``schemas/``."""
+    names = sorted(
+        p.name.removesuffix(".yaml")
+        for p in resources.files("schemas").iterdir()
+        if p.name.endswith(".yaml")
+    )
+    return tuple(load_contract(n) for n in names)
+
+
+@cache
+def load_output_schema(dataset: str) -> OutputSchema:
+    """Load the strict output schema of a dataset (``schemas/output/<dataset>.yaml``)."""
+    return OutputSchema(**_read_yaml("output", f"{dataset}.yaml"))
+
+
+def match_header(header: list[str], family: str | None = None) -> Contract:
+    """Return the contract a header belongs to, or raise ContractError naming the problems.
+
+    A header matches when it has every required column of a contract and no column that the
+    contract does not know. When nothing matches, the error names the missing and unknown
+    columns against the closest contract.
+    """
+    candidates = [c for c in all_contracts() if family is None or c.family == family]
+    dupes = sorted({h for h in header if header.count(h) > 1})
+    if dupes:
+        raise ContractError(f"the header repeats the column(s) {', '.join(dupes)}")
+    scored = []
+    for contract in candidates:
+        missing, unknown = contract.header_problems(header)
+        if not missing and not unknown:
+            return contract
+        scored.append((len(missing) + len(unknown), contract.name, missing, unknown))
+    if not scored:
+        raise ContractError(f"no contract is known for the source family {family!r}")
+    _, name, missing, unknown = min(scored)
+    parts = []
+    if unknown:
+        parts.append(f"unknown column(s) {', '.join(unknown)}")
+    if missing:
+        parts.append(f"missing column(s) {', '.join(missing)}")
+    raise ContractError(
+        f"the header matches no contract; closest is {name}, with {' and '.join(parts)}. "
+        "Export the view with its documented columns, or add the column to the contract "
+        "in schemas/ and a rule for it to the policy"
+    )

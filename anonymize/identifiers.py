@@ -1,0 +1,146 @@
+"""Normalisation of identifiers and keyed pseudonyms.
+
+These functions run in Python, but only ever on the *unique* values of a column (see
+``operators.map_unique``), never row by row.
+
+Normalisation makes equal people equal: ``sip:Alice@Contoso.com``, ``alice@contoso.com`` and
+``SIP:alice@contoso.com;gruu`` are one person; ``tel:+1 (425) 555-0100;ext=12`` and
+``+14255550100;ext=12`` are one phone.
+
+Examples
+--------
+>>> normalize_identifier("SIP:Alice@Contoso.com;gruu")
+('person', 'alice@contoso.com')
+>>> normalize_identifier("tel:+1-425-555-0100;ext=12")
+('phone', '+14255550100;ext=12')
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+from typing import Literal
+
+import phonenumbers
+
+IdentifierKind = Literal["person", "phone", "endpoint", "tenant", "infrastructure", "opaque"]
+
+_SCHEMES = ("sips:", "sip:", "mailto:", "tel:")
+_EXT = re.compile(r"[;,]?\s*(?:ext|x|extension)\s*[=.:]?\s*(\d+)\s*$", re.IGNORECASE)
+_PHONE_CHARS = re.compile(r"^\+?[\d\s().\-/]{5,}$")
+# Pseudonyms are written with the letters a-p (one per nibble), so no pseudonym can look like a
+# phone number, an IP address or a card number to the privacy gate's detectors.
+_NIBBLE_LETTERS = str.maketrans("0123456789abcdef", "abcdefghijklmnop")
+PREFIX: dict[str, str] = {
+    "person": "u",
+    "phone": "p",
+    "endpoint": "e",
+    "tenant": "t",
+    "infrastructure": "i",
+    "opaque": "x",
+}
+
+
+def _strip_uri(value: str) -> tuple[str, str]:
+    """Return (scheme, rest without parameters or headers), lower-cased and trimmed."""
+    v = value.strip().strip("<>\"' ").strip()
+    low = v.lower()
+    scheme = ""
+    for s in _SCHEMES:
+        if low.startswith(s):
+            scheme, v = s[:-1], v[len(s) :]
+            break
+    return scheme, v
+
+
+def normalize_phone(value: str, default_region: str = "US") -> str:
+    """Normalise a phone number to E.164, keeping an extension as ``;ext=N``.
+
+    Numbers ``phonenumbers`` cannot parse keep their digits only (and a leading ``+``), so the
+    same malformed number still gives the same pseudonym.
+    """
+    v = value.strip()
+    ext = ""
+    m = _EXT.search(v)
+    if m:
+        ext, v = m.group(1), v[: m.start()]
+    v = v.split(";", 1)[0].split("@", 1)[0]
+    try:
+        num = phonenumbers.parse(v, default_region)
+        if phonenumbers.is_possible_number(num):
+            e164 = phonenumbers.format_number(num, phonenumbers.PhoneNumberFormat.E164)
+            ext = ext or (num.extension or "")
+            return e164 + (f";ext={ext}" if ext else "")
+    except phonenumbers.NumberParseException:
+        pass
+    digits = re.sub(r"\D", "", v)
+    plus = "+" if v.lstrip().startswith("+") else ""
+    return plus + digits + (f";ext={ext}" if ext else "")
+
+
+def phone_country(value: str, default_region: str = "US") -> str | None:
+    """Return the ISO region code (``US``, ``GB`` ...) of a phone number, or None."""
+    e164 = normalize_phone(value, default_region).split(";", 1)[0]
+    if not e164.startswith("+"):
+        return None
+    try:
+        num = phonenumbers.parse(e164, None)
+    except phonenumbers.NumberParseException:
+        return None
+    return phonenumbers.region_code_for_number(num)
+
+
+def is_phone_uri(value: str) -> bool:
+    """True for ``tel:`` URIs, SIP URIs with ``user=phone`` or a ``+digits`` user, bare numbers."""
+    scheme, rest = _strip_uri(value)
+    if scheme == "tel":
+        return True
+    if ";user=phone" in value.lower():
+        return True
+    user = rest.split(";", 1)[0].split("@", 1)[0]
+    return bool(_PHONE_CHARS.match(user)) and sum(ch.isdigit() for ch in user) >= 5
+
+
+def normalize_person(value: str) -> str:
+    """Normalise a SIP URI or an email: no scheme, no parameters or headers, lower case."""
+    _, rest = _strip_uri(value)
+    rest = rest.split(";", 1)[0].split("?", 1)[0]
+    return rest.strip().lower()
+
+
+def uri_domain(value: str) -> str | None:
+    """The domain of a SIP URI or email (lower case), or None when it has none."""
+    rest = normalize_person(value)
+    if "@" not in rest:
+        return None
+    domain = rest.rsplit("@", 1)[1].split(":", 1)[0]
+    return domain or None
+
+
+def normalize_identifier(
+    value: str, kind: IdentifierKind | Literal["auto"] = "auto", default_region: str = "US"
+) -> tuple[IdentifierKind, str]:
+    """Return (kind, normalised value) for one identifier.
+
+    With ``kind="auto"`` a phone URI is recognised as a phone and anything else as a person.
+    """
+    if kind == "auto":
+        kind = "phone" if is_phone_uri(value) else "person"
+    if kind == "phone":
+        _, rest = _strip_uri(value)
+        return kind, normalize_phone(rest, default_region)
+    if kind == "person":
+        return kind, normalize_person(value)
+    if kind == "endpoint":
+        return kind, value.strip().strip("{}").lower()
+    return kind, value.strip().lower()
+
+
+def pseudonym(key: bytes, kind: IdentifierKind, normalized: str) -> str:
+    """The keyed pseudonym of a normalised value: HMAC-SHA256, 128 bits, letters a-p.
+
+    ``key`` must already be the key derived for ``kind`` (domain separation).
+    """
+    digest = hmac.new(key, normalized.encode("utf-8"), hashlib.sha256).digest()[:16]
+    return f"{PREFIX[kind]}-{digest.hex().translate(_NIBBLE_LETTERS)}"

@@ -1,0 +1,356 @@
+"""Anonymisation operators: small functions ``(expr, *, options, ctx) -> pl.Expr``.
+
+Each operator is registered by name with a frozen, typed options model (``extra="forbid"``) that
+the policy loader checks once. Operators that need Python (keyed hashing, phone parsing, client
+version patterns) run it only over the unique values of a column, through ``map_unique``.
+
+Examples
+--------
+>>> import polars as pl
+>>> spec = REGISTRY["coarsen_time"]
+>>> opts = spec.options(to="hour")
+>>> df = pl.DataFrame({"t": [datetime(2024, 3, 1, 9, 41, 7)]})
+>>> df.select(spec.fn(pl.col("t"), options=opts, ctx=None)).item()
+datetime.datetime(2024, 3, 1, 9, 0)
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime  # noqa: F401 - used by the doctest above
+from typing import Any, Literal
+
+import polars as pl
+from pydantic import BaseModel, ConfigDict
+
+from anonymize.identifiers import (
+    is_phone_uri,
+    normalize_identifier,
+    phone_country,
+    pseudonym,
+    uri_domain,
+)
+from anonymize.keys import KeyRing
+
+# Output type of an operator: a fixed name, or "same" (the input column's type).
+OutputType = str
+
+INPUT_TO_OUTPUT_TYPE = {
+    "string": "string",
+    "guid": "string",
+    "int": "int",
+    "bit": "bool",
+    "datetime": "datetime",
+}
+
+REGIONS = ("AMER", "EMEA", "APAC")
+
+
+class Options(BaseModel):
+    """Base of every operator's options: frozen, unknown keys refused."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+@dataclass
+class OpContext:
+    """What operators may need beyond their options: keys and organisation settings.
+
+    Caches live here so a value is hashed or parsed once per run, whatever the number of batches.
+    """
+
+    keyring: KeyRing
+    own_domains: tuple[str, ...] = ()
+    default_phone_region: str = "US"
+    region_pools: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    scope: str = "restricted"
+    _keys: dict[str, bytes] = field(default_factory=dict, repr=False)
+    _caches: dict[str, dict[Any, Any]] = field(default_factory=dict, repr=False)
+
+    def key_for(self, kind: str) -> bytes:
+        """The derived pseudonym key of one identifier kind in this context's scope."""
+        if kind not in self._keys:
+            self._keys[kind] = self.keyring.derive(f"pseudonym/{self.scope}/{kind}")
+        return self._keys[kind]
+
+    def cache(self, name: str) -> dict[Any, Any]:
+        return self._caches.setdefault(name, {})
+
+    def __reduce__(self):
+        raise TypeError("an OpContext holds keys and cannot be pickled or persisted")
+
+
+@dataclass(frozen=True)
+class OperatorSpec:
+    """A registered operator."""
+
+    name: str
+    fn: Callable[..., pl.Expr]
+    options: type[Options]
+    accepts: frozenset[str] | None  # input column types, None = any
+    output: OutputType
+    # Options naming other input columns (derivations), checked by the policy loader.
+    column_options: tuple[str, ...] = ()
+
+
+REGISTRY: dict[str, OperatorSpec] = {}
+
+
+def register(
+    name: str,
+    *,
+    options: type[Options],
+    accepts: set[str] | None,
+    output: OutputType,
+    column_options: tuple[str, ...] = (),
+) -> Callable[[Callable[..., pl.Expr]], Callable[..., pl.Expr]]:
+    """Register an operator under ``name``."""
+
+    def deco(fn: Callable[..., pl.Expr]) -> Callable[..., pl.Expr]:
+        if name in REGISTRY:
+            raise ValueError(f"operator {name!r} is registered twice")
+        REGISTRY[name] = OperatorSpec(
+            name, fn, options, frozenset(accepts) if accepts else None, output, column_options
+        )
+        return fn
+
+    return deco
+
+
+def map_unique(
+    expr: pl.Expr,
+    fn: Callable[[Any], Any],
+    *,
+    return_dtype: pl.DataType,
+    cache: dict[Any, Any] | None = None,
+) -> pl.Expr:
+    """Apply a Python function to the unique non-null values of a column only, then map back.
+
+    ``cache`` (a dict) keeps results across batches, so each distinct value meets ``fn`` once
+    per run.
+    """
+    memo: dict[Any, Any] = {} if cache is None else cache
+
+    def _apply(s: pl.Series) -> pl.Series:
+        uniq = s.unique().drop_nulls()
+        if uniq.len() == 0:
+            return pl.Series(s.name, [None] * s.len(), dtype=return_dtype)
+        values = uniq.to_list()
+        todo = [v for v in values if v not in memo]
+        for v in todo:
+            memo[v] = fn(v)
+        new = pl.Series([memo[v] for v in values], dtype=return_dtype)
+        return s.replace_strict(uniq, new, default=None, return_dtype=return_dtype)
+
+    return expr.map_batches(_apply, return_dtype=return_dtype, is_elementwise=True)
+
+
+# --- keep / drop ----------------------------------------------------------------------------
+
+
+class NoOptions(Options):
+    pass
+
+
+@register("keep", options=NoOptions, accepts=None, output="same")
+def keep(expr: pl.Expr, *, options: NoOptions, ctx: OpContext | None) -> pl.Expr:
+    """Pass the value through unchanged. Refused by the policy loader on PD columns."""
+    return expr
+
+
+@register("drop", options=NoOptions, accepts=None, output="none")
+def drop(expr: pl.Expr, *, options: NoOptions, ctx: OpContext | None) -> pl.Expr:
+    """Remove the column. Never evaluated: the policy compiler emits no output for it."""
+    raise AssertionError("drop produces no expression")
+
+
+# --- pseudonymize ---------------------------------------------------------------------------
+
+
+class PseudonymizeOptions(Options):
+    kind: Literal["auto", "person", "phone", "endpoint", "tenant", "infrastructure", "opaque"] = (
+        "auto"
+    )
+
+
+@register("pseudonymize", options=PseudonymizeOptions, accepts={"string", "guid"}, output="string")
+def pseudonymize(expr: pl.Expr, *, options: PseudonymizeOptions, ctx: OpContext) -> pl.Expr:
+    """Keyed pseudonym (HMAC-SHA256) of the normalised value, one key per identifier kind.
+
+    ``kind="auto"`` treats phone URIs as phones and everything else as people, so a PSTN caller
+    in ``FromUri`` and the same number in ``FromPhone`` get the same pseudonym.
+    """
+    region = ctx.default_phone_region
+
+    def one(value: str) -> str:
+        kind, norm = normalize_identifier(value, options.kind, region)
+        return pseudonym(ctx.key_for(kind), kind, norm)
+
+    return map_unique(
+        expr, one, return_dtype=pl.String(), cache=ctx.cache(f"pseudonymize/{options.kind}")
+    )
+
+
+# --- time -----------------------------------------------------------------------------------
+
+
+class CoarsenTimeOptions(Options):
+    to: Literal["hour", "day"] = "hour"
+
+
+@register("coarsen_time", options=CoarsenTimeOptions, accepts={"datetime"}, output="datetime")
+def coarsen_time(expr: pl.Expr, *, options: CoarsenTimeOptions, ctx: OpContext | None) -> pl.Expr:
+    """Truncate a timestamp to the start of its hour or day."""
+    return expr.dt.truncate("1h" if options.to == "hour" else "1d")
+
+
+class DurationOptions(Options):
+    start: str
+    end: str
+    unit: Literal["s", "ms"] = "s"
+
+
+@register(
+    "duration",
+    options=DurationOptions,
+    accepts={"datetime"},
+    output="float",
+    column_options=("start", "end"),
+)
+def duration(expr: pl.Expr, *, options: DurationOptions, ctx: OpContext | None) -> pl.Expr:
+    """Time from ``start`` to ``end`` in seconds (or ms), computed before times are coarsened.
+
+    ``expr`` is ignored: the operator reads its two columns from the options. A negative
+    interval (clock skew between servers) becomes null rather than a wrong duration.
+    """
+    ms = (pl.col(options.end) - pl.col(options.start)).dt.total_milliseconds()
+    value = ms.cast(pl.Float64) / (1000.0 if options.unit == "s" else 1.0)
+    return pl.when(ms >= 0).then(value).otherwise(None)
+
+
+# --- phones and URIs ------------------------------------------------------------------------
+
+
+@register("generalize_phone", options=NoOptions, accepts={"string"}, output="string")
+def generalize_phone(expr: pl.Expr, *, options: NoOptions, ctx: OpContext) -> pl.Expr:
+    """Keep only the country of a phone number (ISO region code such as ``US``)."""
+    region = ctx.default_phone_region
+    return map_unique(
+        expr,
+        lambda v: phone_country(v, region),
+        return_dtype=pl.String(),
+        cache=ctx.cache("generalize_phone"),
+    )
+
+
+def domain_class(value: str, own_domains: tuple[str, ...]) -> str:
+    """``phone``, ``internal`` (own domain or subdomain), ``federated`` or ``unknown``."""
+    if is_phone_uri(value):
+        return "phone"
+    domain = uri_domain(value)
+    if domain is None:
+        return "unknown"
+    if any(domain == d or domain.endswith("." + d) for d in own_domains):
+        return "internal"
+    return "federated"
+
+
+@register("uri_domain_class", options=NoOptions, accepts={"string"}, output="string")
+def uri_domain_class(expr: pl.Expr, *, options: NoOptions, ctx: OpContext) -> pl.Expr:
+    """Replace a URI by the class of its domain, from the policy's list of own domains."""
+    own = tuple(d.lower() for d in ctx.own_domains)
+    return map_unique(
+        expr,
+        lambda v: domain_class(v, own),
+        return_dtype=pl.String(),
+        cache=ctx.cache("uri_domain_class"),
+    )
+
+
+# --- clients, media, infrastructure ---------------------------------------------------------
+
+# Client version strings to the UserAgentDef categories of the CDR schema, coarsened.
+# The first match wins.
+CLIENT_PATTERNS: tuple[tuple[str, str], ...] = (
+    (r"mediationserver|rtcc/.*mediation", "mediation_server"),
+    (r"av-mcu|conferencing|\bmcu\b|focus", "conferencing_server"),
+    (r"gateway|sbc|audiocodes|sonus|ribbon", "gateway"),
+    (r"iphonelync|ipadlync|ios", "mobile_ios"),
+    (r"androidlync|android", "mobile_android"),
+    (r"wplync|windows ?phone", "mobile_windows"),
+    (r"\bmcx\b|mobility", "mobile_other"),
+    (r"\b(?:lwa|cwa)\b|web ?app|ucwa", "web_app"),
+    (r"ocphone|lpe|polycom|yealink|snom|audiocodes|crestron|\bphone edition", "desk_phone"),
+    (r"lync ?room|skype ?room|\brooms?\b|surface hub", "room_system"),
+    (r"macintosh|\bmac\b|lync ?mac", "desktop_mac"),
+    (r"skype for business|lync|uccapi|\boc/", "desktop_windows"),
+    (r"communicator", "desktop_legacy"),
+    (r"teams", "teams"),
+)
+_CLIENT_RE = tuple((re.compile(p, re.IGNORECASE), c) for p, c in CLIENT_PATTERNS)
+
+
+def client_category_of(version: str) -> str:
+    """Coarse client category of a Lync/SfB client version string."""
+    for pattern, category in _CLIENT_RE:
+        if pattern.search(version):
+            return category
+    return "other"
+
+
+@register("client_category", options=NoOptions, accepts={"string"}, output="string")
+def client_category(expr: pl.Expr, *, options: NoOptions, ctx: OpContext | None) -> pl.Expr:
+    """Map a client version string (a user-agent) to a coarse client category."""
+    memo = ctx.cache("client_category") if ctx is not None else None
+    return map_unique(expr, client_category_of, return_dtype=pl.String(), cache=memo)
+
+
+MEDIA_BITS: tuple[tuple[int, str], ...] = (
+    (1, "im"),
+    (2, "file_transfer"),
+    (4, "remote_assistance"),
+    (8, "app_sharing"),
+    (16, "audio"),
+    (32, "video"),
+    (64, "app_invite"),
+)
+
+
+@register("media_modalities", options=NoOptions, accepts={"int"}, output="list[string]")
+def media_modalities(expr: pl.Expr, *, options: NoOptions, ctx: OpContext | None) -> pl.Expr:
+    """Turn the MediaTypes bitmask into a list of named modalities (``["audio", "video"]``)."""
+    parts = [
+        pl.when((expr & bit) != 0).then(pl.lit(name)).otherwise(pl.lit(None, dtype=pl.String))
+        for bit, name in MEDIA_BITS
+    ]
+    return pl.when(expr.is_null()).then(None).otherwise(pl.concat_list(parts).list.drop_nulls())
+
+
+def region_of(pool: str, region_pools: dict[str, tuple[str, ...]]) -> str | None:
+    """The region whose pool patterns (shell globs, case-insensitive) match a pool FQDN."""
+    p = pool.strip().lower()
+    for region, patterns in region_pools.items():
+        if any(fnmatch.fnmatchcase(p, pat.lower()) for pat in patterns):
+            return region
+    return None
+
+
+@register("pool_region", options=NoOptions, accepts={"string"}, output="string")
+def pool_region(expr: pl.Expr, *, options: NoOptions, ctx: OpContext) -> pl.Expr:
+    """Map a pool or site FQDN to its hosting region (AMER, EMEA, APAC) from the policy."""
+    pools = ctx.region_pools
+    return map_unique(
+        expr,
+        lambda v: region_of(v, pools),
+        return_dtype=pl.String(),
+        cache=ctx.cache("pool_region"),
+    )
+
+
+@register("present", options=NoOptions, accepts=None, output="bool")
+def present(expr: pl.Expr, *, options: NoOptions, ctx: OpContext | None) -> pl.Expr:
+    """Keep only whether the column has a value (e.g. "went through an edge server")."""
+    return expr.is_not_null()

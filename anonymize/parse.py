@@ -1,0 +1,106 @@
+"""Typing of raw string columns by their contract, with a reason for every row that fails.
+
+Typing is strict: a value that is present but does not parse makes the row go to quarantine with
+the reason ``bad_value:<Column>``; a missing value in a non-nullable column gives
+``missing_value:<Column>``. Nothing is nulled silently.
+
+Accepted forms (what SSMS and PowerShell write): datetimes ``YYYY-MM-DD HH:MM:SS[.fff]`` (a ``T``
+may separate date and time) and the en-US ``M/D/YYYY h:mm:ss AM`` of ``Export-Csv``, all naive UTC;
+bits ``0``/``1``/``True``/``False``; GUIDs in either case, with or without braces.
+
+Examples
+--------
+>>> import polars as pl
+>>> parse_datetime(pl.lit("2024-03-01 09:41:07.250")).meta.output_name()
+'literal'
+"""
+
+from __future__ import annotations
+
+import polars as pl
+
+from anonymize.contracts import Contract
+
+REASON = "_reason"
+_DT = pl.Datetime("ms")
+_DATETIME_FORMATS = (
+    "%Y-%m-%d %H:%M:%S%.f",
+    "%Y-%m-%dT%H:%M:%S%.f",
+    "%m/%d/%Y %I:%M:%S %p",
+    "%m/%d/%Y %H:%M:%S",
+    "%Y-%m-%d %H:%M",
+)
+_GUID = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
+
+
+def parse_datetime(expr: pl.Expr) -> pl.Expr:
+    """Parse a naive-UTC datetime string in any of the accepted forms; null when none fits."""
+    s = expr.str.strip_chars()
+    return pl.coalesce([s.str.strptime(_DT, fmt, strict=False) for fmt in _DATETIME_FORMATS])
+
+
+def parse_bit(expr: pl.Expr) -> pl.Expr:
+    """``1``/``true`` to True, ``0``/``false`` to False (any case); anything else null."""
+    s = expr.str.strip_chars().str.to_lowercase()
+    return (
+        pl.when(s.is_in(["1", "true"]))
+        .then(True)
+        .when(s.is_in(["0", "false"]))
+        .then(False)
+        .otherwise(None)
+    )
+
+
+def parse_int(expr: pl.Expr) -> pl.Expr:
+    return expr.str.strip_chars().cast(pl.Int64, strict=False)
+
+
+def parse_guid(expr: pl.Expr) -> pl.Expr:
+    """Lower-case a GUID and strip braces; null when it is not a GUID."""
+    s = expr.str.strip_chars().str.strip_chars("{}").str.to_lowercase()
+    return pl.when(s.str.contains(_GUID)).then(s).otherwise(None)
+
+
+_PARSERS = {
+    "datetime": parse_datetime,
+    "bit": parse_bit,
+    "int": parse_int,
+    "guid": parse_guid,
+    "string": lambda e: e,
+}
+
+
+def type_frame(contract: Contract, raw: pl.DataFrame) -> pl.DataFrame:
+    """Type every column of a raw string frame by its contract and add the ``_reason`` column.
+
+    The raw header may use a column's alias; outputs carry the canonical names. Optional contract
+    columns absent from the header come out as typed nulls. ``_reason`` is null for a good row.
+    """
+    aliases = contract.aliases
+    present = {aliases[h]: h for h in raw.columns}
+    exprs: list[pl.Expr] = []
+    for col in contract.columns:
+        src = present.get(col.name)
+        if src is None:
+            dtype = {"datetime": _DT, "bit": pl.Boolean, "int": pl.Int64}.get(col.type, pl.String)
+            exprs.append(pl.lit(None, dtype=dtype).alias(col.name))
+        else:
+            exprs.append(_PARSERS[col.type](pl.col(src)).alias(col.name))
+    typed = raw.select(exprs)
+    # Raw and typed side by side (zero-copy) to find values that were present but did not parse.
+    both = pl.concat([raw.select(pl.all().name.prefix("__raw__")), typed], how="horizontal")
+    reasons: list[pl.Expr] = []
+    for col in contract.columns:
+        src = present.get(col.name)
+        if src is None:
+            continue
+        raw_col = pl.col(f"__raw__{src}")
+        if col.type != "string":
+            bad = raw_col.is_not_null() & pl.col(col.name).is_null()
+            reasons.append(pl.when(bad).then(pl.lit(f"bad_value:{col.name}")))
+        if not col.nullable:
+            reasons.append(pl.when(raw_col.is_null()).then(pl.lit(f"missing_value:{col.name}")))
+    if not reasons:
+        return typed.with_columns(pl.lit(None, dtype=pl.String).alias(REASON))
+    reason = both.select(pl.coalesce(reasons).cast(pl.String).alias(REASON)).to_series()
+    return typed.with_columns(reason)

@@ -1,0 +1,345 @@
+"""One input file through read, contract check and anonymisation, into staged Parquet parts.
+
+``process_file`` is the unit of work the flows schedule: it reads one export in fixed-size
+batches, types every column by the file's contract, sends bad rows to quarantine with a reason,
+applies the policy's operators, and writes each batch's rows into ``date=/region=`` partition
+folders under a staging root. It returns counts and paths, never data. Every record of the file
+ends in exactly one of: published, quarantined (with a reason), filtered (with a reason).
+
+Examples
+--------
+See ``tests/test_pipeline.py``; the flow in ``flows/nightly.py`` strings these calls together.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from anonymize.contracts import Contract, load_output_schema, match_header
+from anonymize.errors import ContractError, InputError
+from anonymize.keys import KeyRing
+from anonymize.operators import OpContext, pool_region
+from anonymize.parse import REASON, type_frame
+from anonymize.policy import CompiledRule, DatasetPolicy, Policy
+from anonymize.sources.csvfile import CsvFile, RawBatch, file_sha256
+
+ROW = "_row"
+RAW_LINE = "_raw_line"
+_ARROW_TYPES = {
+    "string": pa.string(),
+    "int": pa.int64(),
+    "float": pa.float64(),
+    "bool": pa.bool_(),
+    "datetime": pa.timestamp("ms"),
+    "list[string]": pa.list_(pa.string()),
+}
+PARQUET_OPTIONS = {
+    "compression": "zstd",
+    "compression_level": 3,
+    "write_statistics": True,
+    "use_dictionary": True,
+}
+
+
+@dataclass
+class FileResult:
+    """What happened to one input file. Counts and paths only: safe to log and persist."""
+
+    path: str
+    family: str
+    status: str = "refused"  # "processed" or "refused"
+    reason: str | None = None
+    contract: str | None = None
+    dataset: str | None = None
+    sha256: str | None = None
+    bytes: int = 0
+    rows_read: int = 0
+    rows_published: int = 0
+    rows_quarantined: dict[str, int] = field(default_factory=dict)
+    rows_filtered: dict[str, int] = field(default_factory=dict)
+    partitions: list[str] = field(default_factory=list)
+    keys_path: str | None = None  # session keys of this file, for lower-priority duplicates
+
+    @property
+    def balanced(self) -> bool:
+        """Rows read = published + quarantined + filtered."""
+        return self.rows_read == (
+            self.rows_published
+            + sum(self.rows_quarantined.values())
+            + sum(self.rows_filtered.values())
+        )
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def make_context(policy: Policy, keyring: KeyRing, scope: str = "restricted") -> OpContext:
+    """The operator context of a run: keys and the policy's organisation settings."""
+    return OpContext(
+        keyring=keyring,
+        own_domains=policy.organization.own_domains,
+        default_phone_region=policy.organization.default_phone_region,
+        region_pools=dict(policy.regions),
+        scope=scope,
+    )
+
+
+def output_arrow_schema(dataset: str, metadata: dict[str, str]) -> pa.Schema:
+    """The Arrow schema of a published dataset, with the run's key-value metadata."""
+    out = load_output_schema(dataset)
+    fields = [pa.field(name, _ARROW_TYPES[t]) for name, t in out.columns.items()]
+    return pa.schema(fields, metadata={k.encode(): v.encode() for k, v in metadata.items()})
+
+
+def parquet_metadata(
+    policy: Policy, keyring: KeyRing, dataset: str, inputs_digest: str
+) -> dict[str, str]:
+    """Key-value metadata of every output file.
+
+    No run id and no clock time: reruns must stay byte-identical.
+    """
+    return {
+        "cdranon.dataset": dataset,
+        "cdranon.schema_version": load_output_schema(dataset).version,
+        "cdranon.policy_version": policy.version,
+        "cdranon.policy_hash": policy.hash,
+        "cdranon.key_id": keyring.key_id,
+        "cdranon.inputs_digest": inputs_digest,
+        "cdranon.not_for_sharing": "true" if keyring.is_development else "false",
+    }
+
+
+def _rule_exprs(
+    rules: tuple[CompiledRule, ...], contract: Contract, ctx: OpContext
+) -> list[pl.Expr]:
+    """The expressions of the rules that apply to this contract's columns."""
+    known = contract.column_map
+    exprs = []
+    for rule in rules:
+        needs = [rule.column] if rule.column else []
+        needs += [getattr(rule.options, o) for o in rule.spec.column_options]
+        if any(n not in known for n in needs):
+            continue  # a column of another export kind of the dataset: its output stays null
+        src = pl.col(rule.column) if rule.column is not None else None
+        exprs.append(rule.spec.fn(src, options=rule.options, ctx=ctx).alias(rule.output))
+    return exprs
+
+
+def _write_quarantine(
+    raw: pl.DataFrame, reasons: pl.Series, batch: RawBatch, path: Path
+) -> Counter[str]:
+    """Write the bad rows of a batch (raw strings, reason, record index) to the quarantine."""
+    counts: Counter[str] = Counter()
+    frames = []
+    mask = reasons.is_not_null()
+    if mask.any():
+        bad = raw.with_columns(
+            pl.Series(REASON, reasons),
+            (pl.int_range(pl.len(), dtype=pl.Int64) + batch.first_row).alias(ROW),
+        ).filter(mask)
+        counts.update(dict(bad.group_by(REASON).len().iter_rows()))
+        frames.append(bad.with_columns(pl.lit(None, dtype=pl.String).alias(RAW_LINE)))
+    if batch.ragged:
+        counts["ragged_row"] += len(batch.ragged)
+        frames.append(
+            pl.DataFrame(
+                {
+                    REASON: ["ragged_row"] * len(batch.ragged),
+                    ROW: [n for n, _ in batch.ragged],
+                    RAW_LINE: [t for _, t in batch.ragged],
+                },
+                schema={REASON: pl.String, ROW: pl.Int64, RAW_LINE: pl.String},
+            )
+        )
+    if frames:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        pl.concat(frames, how="diagonal").write_parquet(path, compression="zstd")
+    return counts
+
+
+def process_file(
+    path: Path,
+    *,
+    family: str,
+    policy: Policy,
+    keyring: KeyRing,
+    staging: Path,
+    quarantine: Path,
+    landing: Path | None = None,
+    skip_keys: list[str] | None = None,
+    ctx: OpContext | None = None,
+) -> FileResult:
+    """Read, check and anonymise one file into ``staging``; bad rows into ``quarantine``.
+
+    ``skip_keys`` are Parquet files of session keys taken by a higher-priority kind of export in
+    this run (a VoIP row beats the session row of the same session): rows with those keys are
+    filtered as ``duplicate_session``. A file that cannot be read to its end is refused whole,
+    and nothing of it stays in staging or quarantine.
+    """
+    path = Path(path)
+    rel = path.relative_to(landing).as_posix() if landing else path.name
+    result = FileResult(path=rel, family=family)
+    ctx = ctx or make_context(policy, keyring)
+    try:
+        result.sha256 = file_sha256(path)
+        result.bytes = path.stat().st_size
+        csv = CsvFile.open(path)
+        contract = match_header(csv.header, family=family)
+    except OSError as exc:
+        result.reason = f"cannot read the file ({type(exc).__name__})"
+        return result
+    except (InputError, ContractError) as exc:
+        result.reason = str(exc)
+        return result
+    result.contract = contract.name
+    ds = policy.dataset_for(contract)
+    if ds is None:
+        result.reason = f"the policy has no dataset for the contract {contract.name}"
+        return result
+    result.dataset = ds.name
+
+    # Stage under a per-file folder first: a file that breaks half-way leaves nothing behind.
+    file_tag = result.sha256[:16]
+    work = staging / "_files" / file_tag
+    qdir = quarantine / ds.name
+    shutil.rmtree(work, ignore_errors=True)
+    meta = parquet_metadata(policy, keyring, ds.name, _inputs_digest(result.sha256, contract))
+    try:
+        _process_batches(
+            csv, contract, ds, policy, ctx, work, qdir, file_tag, meta, skip_keys, result
+        )
+    except InputError as exc:
+        shutil.rmtree(work, ignore_errors=True)
+        for stale in qdir.glob(f"{file_tag}-*.parquet"):
+            stale.unlink()
+        result.reason = str(exc)
+        result.rows_read = result.rows_published = 0
+        result.rows_quarantined, result.rows_filtered, result.partitions = {}, {}, []
+        return result
+    # Move the file's parts into the run's staging tree.
+    for part in sorted(work.glob("restricted/**/*.parquet")):
+        target = staging / part.relative_to(work)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        part.replace(target)
+    keys = work / "keys.parquet"
+    if keys.exists():
+        result.keys_path = str(keys)
+    result.status = "processed"
+    return result
+
+
+def _inputs_digest(sha256: str, contract: Contract) -> str:
+    """Digest of what a part was made from: the input's content hash and its contract."""
+    return hashlib.sha256(f"{contract.name}\n{sha256}".encode()).hexdigest()
+
+
+def _process_batches(
+    csv: CsvFile,
+    contract: Contract,
+    ds: DatasetPolicy,
+    policy: Policy,
+    ctx: OpContext,
+    work: Path,
+    qdir: Path,
+    file_tag: str,
+    meta: dict[str, str],
+    skip_keys: list[str] | None,
+    result: FileResult,
+) -> None:
+    rule_exprs = _rule_exprs(ds.rules, contract, ctx)
+    region = pool_region(pl.col(ds.partition.region), options=None, ctx=ctx)
+    key_cols = list(contract.key)
+    skip = (
+        pl.concat([pl.read_parquet(p) for p in skip_keys]).unique()
+        if skip_keys and key_cols
+        else None
+    )
+    keys_out: list[pl.DataFrame] = []
+    quarantined: Counter[str] = Counter()
+    filtered: Counter[str] = Counter()
+    out_schema = load_output_schema(ds.name)
+    arrow_schema = output_arrow_schema(ds.name, meta)
+    partitions: set[str] = set()
+
+    for i, batch in enumerate(csv.batches(policy.batch_rows)):
+        result.rows_read += batch.frame.height + len(batch.ragged)
+        typed = type_frame(contract, batch.frame).with_columns(
+            pl.col(ds.partition.date).dt.date().alias("__date"), region.alias("__region")
+        )
+        reasons = typed.select(
+            pl.coalesce(
+                pl.col(REASON),
+                pl.when(pl.col("__region").is_null()).then(pl.lit("unmapped_pool")),
+            )
+        ).to_series()
+        quarantined += _write_quarantine(
+            batch.frame, reasons, batch, qdir / f"{file_tag}-{i:05d}.parquet"
+        )
+        good = typed.filter(reasons.is_null())
+        if skip is not None and good.height:
+            before = good.height
+            good = good.join(skip, on=key_cols, how="anti", maintain_order="left")
+            if before - good.height:
+                filtered["duplicate_session"] += before - good.height
+        if key_cols and good.height:
+            keys_out.append(good.select(key_cols))
+        out = good.select([*rule_exprs, pl.col("__date"), pl.col("__region")])
+        missing = [c for c in out_schema.columns if c not in out.columns]
+        out = out.with_columns(
+            pl.lit(None, dtype=out_schema.polars_schema[c]).alias(c) for c in missing
+        )
+        for (day, reg), part in out.partition_by(
+            ["__date", "__region"], as_dict=True, maintain_order=True
+        ).items():
+            pdir = f"restricted/{ds.name}/date={day.isoformat()}/region={reg}"
+            partitions.add(pdir)
+            target = work / pdir / f"part-{file_tag}-{i:05d}.parquet"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            table = part.select(list(out_schema.columns)).to_arrow().cast(arrow_schema)
+            pq.write_table(table, target, **PARQUET_OPTIONS)
+        result.rows_published += out.height
+
+    if keys_out:
+        pl.concat(keys_out).write_parquet(work / "keys.parquet")
+    result.rows_quarantined = dict(sorted(quarantined.items()))
+    result.rows_filtered = dict(sorted(filtered.items()))
+    result.partitions = sorted(partitions)
+
+
+@dataclass(frozen=True)
+class PlannedFile:
+    """An input file and what its header says it is (None when it matches no contract yet)."""
+
+    path: str
+    family: str
+    contract: str | None
+    dataset: str | None
+    priority: int
+
+
+def plan_inputs(files: list[tuple[str, str]], policy: Policy) -> list[PlannedFile]:
+    """Recognise each file's kind from its header (cheap: the first 64 KiB), for ordering.
+
+    Files whose header cannot be matched are still planned; ``process_file`` refuses them with
+    the reason. Higher-priority kinds come first (VoIP rows before the session rows they beat).
+    """
+    planned = []
+    for path, family in files:
+        contract = dataset = None
+        priority = 0
+        try:
+            c = match_header(CsvFile.open(Path(path)).header, family=family)
+            ds = policy.dataset_for(c)
+            contract, dataset, priority = c.name, ds.name if ds else None, c.priority
+        except (InputError, ContractError):
+            pass
+        planned.append(PlannedFile(path, family, contract, dataset, priority))
+    return sorted(planned, key=lambda p: (-p.priority, p.path))

@@ -1,0 +1,316 @@
+"""The anonymisation policy: one rule per input column, default-deny, checked once at load time.
+
+A policy is YAML. Each dataset names the contracts that feed it and gives every column of those
+contracts exactly one rule: ``drop``, ``keep``, ``{op: NAME, as: OUTPUT, ...options}`` or a list
+of such operators (one input may give several outputs). ``derive`` adds outputs computed from
+several columns (durations). Loading refuses the policy, listing every problem, when a column has
+no rule, a rule names a column no contract knows, an operator or option is unknown, ``keep``
+is used on a PD column, an operator does not accept the column's type, or an output is not in
+the dataset's strict output schema.
+
+Examples
+--------
+>>> policy = load_policy(DEFAULT_POLICY)
+>>> sorted(policy.datasets)
+['lync_sessions']
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from anonymize.contracts import Contract, load_contract, load_output_schema
+from anonymize.errors import ContractError, PolicyError
+from anonymize.operators import INPUT_TO_OUTPUT_TYPE, REGIONS, REGISTRY, OperatorSpec, Options
+
+DEFAULT_POLICY = resources.files("policies").joinpath("default.yaml")
+
+
+class KeySettings(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    prefect_secret: str | None = None
+
+
+class Organization(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    own_domains: tuple[str, ...] = ()
+    default_phone_region: str = "US"
+
+
+class Partition(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    date: str
+    region: str
+
+
+@dataclass(frozen=True)
+class CompiledRule:
+    """One operator applied to one input column (or several, for derivations)."""
+
+    column: str | None  # None for derivations
+    output: str
+    spec: OperatorSpec
+    options: Options
+
+
+@dataclass(frozen=True)
+class DatasetPolicy:
+    name: str
+    contracts: tuple[Contract, ...]
+    partition: Partition
+    rules: tuple[CompiledRule, ...]
+    dropped: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Policy:
+    """A loaded, validated policy. ``hash`` is the SHA-256 of the policy file's bytes."""
+
+    version: str
+    hash: str
+    source: str
+    key: KeySettings
+    organization: Organization
+    regions: dict[str, tuple[str, ...]]
+    batch_rows: int
+    datasets: dict[str, DatasetPolicy]
+
+    def dataset_for(self, contract: Contract) -> DatasetPolicy | None:
+        for ds in self.datasets.values():
+            if any(c.name == contract.name for c in ds.contracts):
+                return ds
+        return None
+
+
+class _RawDataset(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    contracts: list[str]
+    partition: Partition
+    columns: dict[str, Any] = Field(default_factory=dict)
+    derive: dict[str, Any] = Field(default_factory=dict)
+
+
+class _RawPolicy(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    version: str
+    key: KeySettings = KeySettings()
+    organization: Organization = Organization()
+    regions: dict[str, list[str]] = Field(default_factory=dict)
+    batch_rows: int = Field(default=500_000, ge=1_000)
+    datasets: dict[str, _RawDataset]
+
+
+def _pydantic_problems(where: str, exc: ValidationError) -> list[str]:
+    out = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"])
+        out.append(f"{where}{'.' + loc if loc else ''}: {err['msg']}")
+    return out
+
+
+def _as_steps(rule: Any) -> list[dict[str, Any]] | None:
+    """Normalise the rule shorthands to a list of {op, as, ...options} dicts."""
+    if isinstance(rule, str):
+        return [{"op": rule}]
+    if isinstance(rule, dict):
+        return [dict(rule)]
+    if isinstance(rule, list) and rule and all(isinstance(r, (str, dict)) for r in rule):
+        return [{"op": r} if isinstance(r, str) else dict(r) for r in rule]
+    return None
+
+
+def _snake(name: str) -> str:
+    out = []
+    for i, ch in enumerate(name):
+        if (
+            ch.isupper()
+            and i
+            and (not name[i - 1].isupper() or (i + 1 < len(name) and name[i + 1].islower()))
+        ):
+            out.append("_")
+        out.append(ch.lower())
+    return "".join(out)
+
+
+def _compile_dataset(name: str, raw: _RawDataset, problems: list[str]) -> DatasetPolicy | None:
+    where = f"datasets.{name}"
+    contracts: list[Contract] = []
+    for cname in raw.contracts:
+        try:
+            contracts.append(load_contract(cname))
+        except (FileNotFoundError, ContractError):
+            problems.append(f"{where}.contracts: no contract named {cname!r} in schemas/")
+    if not contracts:
+        problems.append(f"{where}: names no usable contract")
+        return None
+    columns = {}
+    for contract in contracts:
+        columns.update(contract.column_map)
+    try:
+        out_schema = load_output_schema(name)
+    except FileNotFoundError:
+        problems.append(f"{where}: no output schema schemas/output/{name}.yaml")
+        return None
+
+    for col in sorted(set(columns) - set(raw.columns)):
+        problems.append(
+            f"{where}.columns.{col}: no rule (every input column needs exactly one: "
+            "drop, keep or an operator)"
+        )
+    for col in sorted(set(raw.columns) - set(columns)):
+        problems.append(f"{where}.columns.{col}: no contract of this dataset has this column")
+    for key, col in (("date", raw.partition.date), ("region", raw.partition.region)):
+        if col not in columns:
+            problems.append(f"{where}.partition.{key}: unknown column {col!r}")
+    if raw.partition.date in columns and columns[raw.partition.date].type != "datetime":
+        problems.append(f"{where}.partition.date: {raw.partition.date} is not a datetime column")
+
+    rules: list[CompiledRule] = []
+    dropped: list[str] = []
+
+    def compile_step(step: dict[str, Any], col: str | None, loc: str) -> None:
+        step = dict(step)
+        op = step.pop("op", None)
+        out = step.pop("as", None)
+        if op not in REGISTRY:
+            known = ", ".join(sorted(REGISTRY))
+            problems.append(f"{loc}: unknown operator {op!r} (known: {known})")
+            return
+        spec = REGISTRY[op]
+        try:
+            options = spec.options(**step)
+        except ValidationError as exc:
+            problems.extend(_pydantic_problems(f"{loc} ({op})", exc))
+            return
+        if col is None and not spec.column_options:
+            problems.append(f"{loc}: {op} cannot be used in derive (it reads one column)")
+            return
+        if col is not None and spec.column_options:
+            problems.append(f"{loc}: {op} reads several columns; declare it under derive")
+            return
+        in_types = []
+        if col is not None:
+            meta = columns[col]
+            in_types.append(meta.type)
+            if op == "keep" and meta.privacy == "PD":
+                problems.append(
+                    f"{loc}: keep is not allowed on {col}, a PD column; use pseudonymize or drop"
+                )
+                return
+        for opt in spec.column_options:
+            ref = getattr(options, opt)
+            if ref not in columns:
+                problems.append(f"{loc}.{opt}: unknown column {ref!r}")
+                return
+            in_types.append(columns[ref].type)
+        if spec.accepts is not None and any(t not in spec.accepts for t in in_types):
+            problems.append(
+                f"{loc}: {op} does not accept a {'/'.join(in_types)} column "
+                f"(it takes {', '.join(sorted(spec.accepts))})"
+            )
+            return
+        if op == "drop":
+            dropped.append(col or "")
+            return
+        output = out or (_snake(col) if col else None)
+        if output is None:
+            problems.append(f"{loc}: needs an output name")
+            return
+        out_type = INPUT_TO_OUTPUT_TYPE[in_types[0]] if spec.output == "same" else spec.output
+        expected = out_schema.columns.get(output)
+        if expected is None:
+            problems.append(
+                f"{loc}: output {output!r} is not in the output schema of {name} "
+                f"(schemas/output/{name}.yaml); outputs are strict"
+            )
+            return
+        if expected != out_type:
+            problems.append(
+                f"{loc}: output {output!r} would be {out_type}, the output schema says {expected}"
+            )
+            return
+        rules.append(CompiledRule(col, output, spec, options))
+
+    for col, rule in raw.columns.items():
+        if col not in columns:
+            continue
+        steps = _as_steps(rule)
+        loc = f"{where}.columns.{col}"
+        if steps is None:
+            problems.append(f"{loc}: a rule is drop, keep, {{op: ...}} or a list of {{op: ...}}")
+            continue
+        if len(steps) > 1 and any(s.get("op") == "drop" for s in steps):
+            problems.append(f"{loc}: drop cannot be combined with other operators")
+            continue
+        for i, step in enumerate(steps):
+            compile_step(step, col, loc if len(steps) == 1 else f"{loc}[{i}]")
+    for out, rule in raw.derive.items():
+        if not isinstance(rule, dict):
+            problems.append(f"{where}.derive.{out}: must be {{op: ..., ...options}}")
+            continue
+        compile_step({**rule, "as": out}, None, f"{where}.derive.{out}")
+
+    outputs = [r.output for r in rules]
+    for dup in sorted({o for o in outputs if outputs.count(o) > 1}):
+        problems.append(f"{where}: the output {dup!r} is produced by more than one rule")
+    for key in out_schema.partitioning:
+        if key in outputs:
+            problems.append(
+                f"{where}: {key!r} is a partition key; it lives only in directory names"
+            )
+    return DatasetPolicy(name, tuple(contracts), raw.partition, tuple(rules), tuple(dropped))
+
+
+def load_policy(path: str | Path | Any) -> Policy:
+    """Load and validate a policy file; raise PolicyError listing every problem."""
+    source = str(path)
+    try:
+        data = Path(path).read_bytes() if isinstance(path, (str, Path)) else path.read_bytes()
+    except OSError as exc:
+        raise PolicyError(source, [f"cannot read the file ({exc.strerror})"]) from None
+    try:
+        doc = yaml.safe_load(data)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise PolicyError(source, [f"not valid YAML{where}"]) from None
+    if not isinstance(doc, dict):
+        raise PolicyError(source, ["the file must be a YAML mapping"])
+    try:
+        raw = _RawPolicy(**doc)
+    except ValidationError as exc:
+        raise PolicyError(source, _pydantic_problems("policy", exc)) from None
+
+    problems: list[str] = []
+    for region in raw.regions:
+        if region not in REGIONS:
+            problems.append(f"regions.{region}: unknown region (use {', '.join(REGIONS)})")
+    datasets = {}
+    for name, ds in raw.datasets.items():
+        compiled = _compile_dataset(name, ds, problems)
+        if compiled is not None:
+            datasets[name] = compiled
+    if problems:
+        raise PolicyError(source, problems)
+    return Policy(
+        version=raw.version,
+        hash=hashlib.sha256(data).hexdigest(),
+        source=source,
+        key=raw.key,
+        organization=raw.organization,
+        regions={k: tuple(v) for k, v in raw.regions.items()},
+        batch_rows=raw.batch_rows,
+        datasets=datasets,
+    )

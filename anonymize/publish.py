@@ -1,0 +1,148 @@
+"""Discovery of inputs, atomic publication of staged partitions, and the run manifest.
+
+Layout under the output root::
+
+    restricted/<dataset>/date=YYYY-MM-DD/region=R/part-*.parquet   published datasets
+    _staging/<run-id>/...                                          this run's outputs, unswapped
+    _quarantine/<run-id>/<dataset>/*.parquet                       rejected raw rows (restricted)
+    _manifests/<run-id>.json                                       what was done
+
+Staging sits outside every dataset root, so no reader (polars and DuckDB globs included) sees a
+half-written run. Each staged partition replaces its live twin by two renames on one filesystem.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+from datetime import UTC, datetime
+from pathlib import Path
+
+from anonymize.errors import InputError, PublishError
+
+FAMILIES = ("lync", "connect", "weblogs")
+STAGING = "_staging"
+TRASH = "_trash"
+QUARANTINE = "_quarantine"
+MANIFESTS = "_manifests"
+
+
+def new_run_id(now: datetime | None = None) -> str:
+    """A sortable, unique run id: UTC time and 6 random hex digits."""
+    now = now or datetime.now(UTC)
+    return f"{now:%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
+
+
+def discover(landing: Path) -> list[tuple[str, str]]:
+    """Every input file of the landing zone, as sorted (path, family) pairs.
+
+    Files sit in one subfolder per source family (``lync/``, ``connect/``, ``weblogs/``), at any
+    depth. Hidden files and folders (``.``-prefixed) are skipped. The landing zone is only read.
+    """
+    landing = Path(landing)
+    if not landing.is_dir():
+        raise InputError(f"the landing zone {landing} is not a folder")
+    found = []
+    for family in FAMILIES:
+        root = landing / family
+        if not root.is_dir():
+            continue
+        for path in sorted(root.rglob("*")):
+            rel = path.relative_to(landing).parts
+            if path.is_file() and not any(p.startswith(".") for p in rel):
+                found.append((str(path), family))
+    return found
+
+
+def publish_partitions(staging: Path, out: Path, run_id: str) -> list[str]:
+    """Swap every staged partition folder into ``out``; return the published partition paths.
+
+    For each ``restricted/<dataset>/date=D/region=R`` in staging: the live folder (if any) is
+    renamed into ``_trash/<run-id>/``, the staged one renamed into place, and the trash removed.
+    A crash between the two renames leaves the old partition in the trash, never a mixed one.
+    """
+    staging, out = Path(staging), Path(out)
+    published = []
+    for part_dir in sorted(staging.glob("restricted/*/date=*/region=*")):
+        rel = part_dir.relative_to(staging)
+        live = out / rel
+        trash = out / TRASH / run_id / rel
+        try:
+            live.parent.mkdir(parents=True, exist_ok=True)
+            if live.exists():
+                trash.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(live, trash)
+            os.replace(part_dir, live)
+        except OSError as exc:
+            raise PublishError(
+                f"could not swap the partition {rel} into place ({type(exc).__name__}); "
+                f"the previous version is kept under {TRASH}/{run_id}/"
+            ) from None
+        published.append(rel.as_posix())
+    shutil.rmtree(out / TRASH / run_id, ignore_errors=True)
+    return published
+
+
+def write_manifest(out: Path, run_id: str, manifest: dict) -> Path:
+    """Write ``_manifests/<run-id>.json`` atomically (a temporary file, then a rename)."""
+    folder = Path(out) / MANIFESTS
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / f"{run_id}.json"
+    tmp = folder / f".{run_id}.json.tmp"
+    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=False, default=str) + "\n")
+    os.replace(tmp, target)
+    return target
+
+
+def build_manifest(
+    *,
+    run_id: str,
+    started_at: datetime,
+    landing: Path,
+    out: Path,
+    policy: object,
+    key_id: str,
+    development: bool,
+    results: list[dict],
+    published: list[str],
+    status: str,
+    reason: str | None,
+    software_version: str,
+) -> dict:
+    """The manifest of a run: counts, hashes and ids only, never a data value."""
+    inputs = [{k: v for k, v in r.items() if k != "keys_path"} for r in results]
+    processed = [r for r in inputs if r["status"] == "processed"]
+
+    def total(key: str) -> int:
+        return sum(sum(r[key].values()) if isinstance(r[key], dict) else r[key] for r in processed)
+
+    return {
+        "run_id": run_id,
+        "status": status,
+        "reason": reason,
+        "started_at": started_at.isoformat(),
+        "finished_at": datetime.now(UTC).isoformat(),
+        "software_version": software_version,
+        "not_for_sharing": development,
+        "key": {"key_id": key_id, "development": development},
+        "policy": {
+            "source": getattr(policy, "source", None),
+            "version": getattr(policy, "version", None),
+            "sha256": getattr(policy, "hash", None),
+        },
+        "landing": str(landing),
+        "out": str(out),
+        "totals": {
+            "files": len(inputs),
+            "files_processed": len(processed),
+            "files_refused": len(inputs) - len(processed),
+            "rows_read": total("rows_read"),
+            "rows_published": total("rows_published"),
+            "rows_quarantined": total("rows_quarantined"),
+            "rows_filtered": total("rows_filtered"),
+        },
+        "partitions_published": published,
+        "inputs": inputs,
+    }

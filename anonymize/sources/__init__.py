@@ -1,0 +1,1 @@
+"""Readers: turn raw exports into typed batches plus quarantined rows."""

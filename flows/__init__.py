@@ -1,0 +1,1 @@
+"""Prefect flows and deployments: they only sequence the library's steps and report."""

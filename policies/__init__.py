@@ -1,0 +1,1 @@
+"""The shipped default policy (``default.yaml``). Users pass their own with ``--policy``."""

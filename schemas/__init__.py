@@ -1,0 +1,1 @@
+"""Input contracts and output schemas, as YAML files shipped with the package."""
