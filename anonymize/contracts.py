@@ -8,6 +8,7 @@ of a published dataset; it is strict (a column it does not list is an error).
 
 from __future__ import annotations
 
+import re
 from functools import cache
 from importlib import resources
 from typing import Literal
@@ -138,6 +139,20 @@ def load_output_schema(dataset: str) -> OutputSchema:
     return OutputSchema(**_read_yaml("output", f"{dataset}.yaml"))
 
 
+_COLUMN_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_ ()]{0,63}")
+
+
+def safe_column_name(name: str, position: int) -> str:
+    """A header name fit for an error message, or a placeholder.
+
+    A file exported without a header has a data row where the header should be; its "column
+    names" are then Personal Data and must not reach a message or a log.
+    """
+    if _COLUMN_NAME.fullmatch(name):
+        return name
+    return f"<column {position + 1}: not a column name>"
+
+
 def match_header(header: list[str], family: str | None = None) -> Contract:
     """Return the contract a header belongs to, or raise ContractError naming the problems.
 
@@ -146,7 +161,13 @@ def match_header(header: list[str], family: str | None = None) -> Contract:
     columns against the closest contract.
     """
     candidates = [c for c in all_contracts() if family is None or c.family == family]
-    dupes = sorted({h for h in header if header.count(h) > 1})
+    looks_like_data = sum(not _COLUMN_NAME.fullmatch(h) for h in header) > len(header) // 3
+    if looks_like_data:
+        raise ContractError(
+            "the first line looks like data, not a header; export with column headers "
+            "(SSMS: Options > Query Results > Include column headers when saving)"
+        )
+    dupes = sorted({safe_column_name(h, i) for i, h in enumerate(header) if header.count(h) > 1})
     if dupes:
         raise ContractError(f"the header repeats the column(s) {', '.join(dupes)}")
     scored = []
@@ -158,6 +179,7 @@ def match_header(header: list[str], family: str | None = None) -> Contract:
     if not scored:
         raise ContractError(f"no contract is known for the source family {family!r}")
     _, name, missing, unknown = min(scored)
+    unknown = [safe_column_name(h, header.index(h)) for h in unknown]
     parts = []
     if unknown:
         parts.append(f"unknown column(s) {', '.join(unknown)}")

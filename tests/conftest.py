@@ -1,0 +1,60 @@
+"""Shared fixtures: synthetic landing zones, the default policy, keys, a Prefect test server."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+# Before anything imports Prefect: its home (database, result storage) lives in a temporary folder,
+# so no test reads a cache or result of an earlier session and nothing lands in the checkout.
+os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="cdranon-test-prefect-")
+os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+
+from anonymize.keys import KeyRing
+from anonymize.policy import DEFAULT_POLICY, Policy, load_policy
+from anonymize.synth import World, generate_lync
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLE = ROOT / "data" / "sample"
+REAL_LOGS = ROOT.parent / "shared" / "data" / "real-logs"
+TEST_KEY = "3f" * 32  # a test master key (hex); never a real one
+
+
+@pytest.fixture(scope="session")
+def policy() -> Policy:
+    return load_policy(DEFAULT_POLICY)
+
+
+@pytest.fixture(scope="session")
+def dev_keyring() -> KeyRing:
+    return KeyRing.development()
+
+
+@pytest.fixture(scope="session")
+def synth_world(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, World]:
+    """A synthetic landing zone (read-only by convention) and the world that made it."""
+    landing = tmp_path_factory.mktemp("landing")
+    world = generate_lync(landing, seed=11, rows=3000, days=2, people=150)
+    return landing, world
+
+
+@pytest.fixture
+def sample_landing(tmp_path: Path) -> Path:
+    """A private copy of data/sample/ that a test may change."""
+    target = tmp_path / "landing"
+    shutil.copytree(SAMPLE, target)
+    return target
+
+
+@pytest.fixture(scope="session")
+def prefect_harness() -> Iterator[None]:
+    """One temporary Prefect server for the whole session (PREFECT_HOME is temporary, above)."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield

@@ -1,0 +1,81 @@
+"""Master key parsing, HKDF derivation, key ids, and that keys never leak."""
+
+from __future__ import annotations
+
+import base64
+import pickle
+
+import pytest
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from anonymize.errors import KeyError_
+from anonymize.keys import ENV_VAR, KeyRing, generate_key, parse_key
+
+RAW = bytes(range(40))
+
+
+def test_hex_and_base64_give_the_same_key():
+    assert parse_key(RAW.hex()) == RAW
+    assert parse_key(base64.b64encode(RAW).decode()) == RAW
+    assert parse_key(base64.urlsafe_b64encode(RAW).decode().rstrip("=")) == RAW
+
+
+def test_short_key_is_refused_without_echoing_it():
+    short = "ab" * 8
+    with pytest.raises(KeyError_) as exc:
+        parse_key(short)
+    assert "has 8 bytes" in str(exc.value)
+    assert short not in str(exc.value)
+
+
+def test_no_key_says_how_to_provide_one():
+    with pytest.raises(KeyError_) as exc:
+        KeyRing.load(environ={})
+    msg = str(exc.value)
+    assert ENV_VAR in msg and "--dev-key" in msg and "keygen" in msg
+
+
+def test_env_key_wins_and_secret_loader_is_used_otherwise():
+    ring = KeyRing.load(environ={ENV_VAR: RAW.hex()}, secret_name="s", secret_loader=lambda n: "x")
+    assert ring.key_id == KeyRing(RAW).key_id
+    ring = KeyRing.load(environ={}, secret_name="s", secret_loader=lambda n: generate_key())
+    assert not ring.is_development
+
+
+def test_secret_loader_errors_keep_only_their_type():
+    def boom(name: str) -> str:
+        raise RuntimeError("secret value 1234 in a message")
+
+    with pytest.raises(KeyError_) as exc:
+        KeyRing.load(environ={}, secret_name="s", secret_loader=boom)
+    assert "1234" not in str(exc.value) and "RuntimeError" in str(exc.value)
+
+
+def test_derivation_is_hkdf_sha256_and_domain_separated():
+    ring = KeyRing(RAW)
+    want = HKDF(
+        algorithm=hashes.SHA256(),
+        length=32,
+        salt=b"cdranon/hkdf/v1",
+        info=b"cdranon/v1/pseudonym/x",
+    ).derive(RAW)
+    assert ring.derive("pseudonym/x") == want
+    assert ring.derive("pseudonym/person") != ring.derive("pseudonym/phone")
+
+
+def test_keyring_cannot_be_pickled_or_printed():
+    ring = KeyRing(RAW)
+    with pytest.raises(TypeError):
+        pickle.dumps(ring)
+    assert RAW.hex() not in repr(ring)
+    assert ring.key_id.startswith("k-") and len(ring.key_id) == 18
+
+
+def test_dev_key_is_marked():
+    assert KeyRing.load(dev_key=True, environ={ENV_VAR: RAW.hex()}).is_development
+
+
+def test_generated_keys_are_random_and_valid():
+    a, b = generate_key(), generate_key()
+    assert a != b and len(parse_key(a)) == 32
