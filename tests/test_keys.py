@@ -33,7 +33,9 @@ def test_no_key_says_how_to_provide_one():
     with pytest.raises(KeyError_) as exc:
         KeyRing.load(environ={})
     msg = str(exc.value)
-    assert ENV_VAR in msg and "--dev-key" in msg and "keygen" in msg
+    assert ENV_VAR in msg
+    assert "--dev-key" in msg
+    assert "keygen" in msg
 
 
 def test_env_key_wins_and_secret_loader_is_used_otherwise():
@@ -49,7 +51,8 @@ def test_secret_loader_errors_keep_only_their_type():
 
     with pytest.raises(KeyError_) as exc:
         KeyRing.load(environ={}, secret_name="s", secret_loader=boom)
-    assert "1234" not in str(exc.value) and "RuntimeError" in str(exc.value)
+    assert "1234" not in str(exc.value)
+    assert "RuntimeError" in str(exc.value)
 
 
 def test_derivation_is_hkdf_sha256_and_domain_separated():
@@ -69,7 +72,8 @@ def test_keyring_cannot_be_pickled_or_printed():
     with pytest.raises(TypeError):
         pickle.dumps(ring)
     assert RAW.hex() not in repr(ring)
-    assert ring.key_id.startswith("k-") and len(ring.key_id) == 18
+    assert ring.key_id.startswith("k-")
+    assert len(ring.key_id) == 18
 
 
 def test_dev_key_is_marked():
@@ -78,4 +82,5 @@ def test_dev_key_is_marked():
 
 def test_generated_keys_are_random_and_valid():
     a, b = generate_key(), generate_key()
-    assert a != b and len(parse_key(a)) == 32
+    assert a != b
+    assert len(parse_key(a)) == 32

@@ -65,8 +65,10 @@ def test_pseudonymize_links_forms_and_separates_kinds():
         ],
         pl.String,
     )
-    assert len(set(got[:3])) == 1 and got[0].startswith("u-")
-    assert got[3] == got[4] and got[3].startswith("p-")
+    assert len(set(got[:3])) == 1
+    assert got[0].startswith("u-")
+    assert got[3] == got[4]
+    assert got[3].startswith("p-")
     tenant = apply("pseudonymize", ["alice@contoso.com"], pl.String, kind="tenant")
     assert tenant[0] != got[0]
 

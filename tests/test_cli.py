@@ -1,0 +1,96 @@
+"""The command line: refusals that write nothing, keygen, synth, and one full run."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from anonymize.cli import EXIT_NOT_PUBLISHED, EXIT_REFUSED_TO_START, app
+from anonymize.keys import ENV_VAR, parse_key
+from anonymize.policy import DEFAULT_POLICY
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def no_key(monkeypatch):
+    monkeypatch.delenv(ENV_VAR, raising=False)
+
+
+def test_run_without_key_writes_nothing_and_says_how(no_key, sample_landing, tmp_path):
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["run", "--landing", str(sample_landing), "--out", str(out)])
+    assert result.exit_code == EXIT_REFUSED_TO_START
+    assert ENV_VAR in result.output
+    assert "--dev-key" in result.output
+    assert not out.exists()
+
+
+def test_run_with_a_bad_policy_lists_the_problems_and_writes_nothing(sample_landing, tmp_path):
+    doc = yaml.safe_load(DEFAULT_POLICY.read_text())
+    doc["datasets"]["lync_sessions"]["columns"]["FromUri"] = "keep"
+    del doc["datasets"]["lync_sessions"]["columns"]["ToUri"]
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(doc))
+    out = tmp_path / "out"
+    args = ["run", "--landing", str(sample_landing), "--out", str(out), "--policy", str(bad)]
+    result = runner.invoke(app, [*args, "--dev-key"])
+    assert result.exit_code == EXIT_REFUSED_TO_START
+    assert "keep is not allowed on FromUri" in result.output
+    assert "ToUri: no rule" in result.output
+    assert not out.exists()
+
+
+def test_keygen_prints_a_usable_key():
+    result = runner.invoke(app, ["keygen"])
+    assert result.exit_code == 0
+    assert len(parse_key(result.output.strip())) == 32
+
+
+def test_synth_is_reproducible(tmp_path):
+    for name in ("a", "b"):
+        args = [
+            "synth",
+            "--out",
+            str(tmp_path / name),
+            "--seed",
+            "3",
+            "--rows",
+            "300",
+            "--days",
+            "1",
+        ]
+        assert runner.invoke(app, args).exit_code == 0
+    files_a = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*.*"))
+    assert files_a
+    for rel in files_a:
+        assert (tmp_path / "a" / rel).read_bytes() == (tmp_path / "b" / rel).read_bytes()
+
+
+@pytest.mark.flow
+def test_full_run_publishes_and_an_empty_landing_publishes_nothing(
+    prefect_harness, sample_landing, tmp_path
+):
+    out = tmp_path / "out"
+    result = runner.invoke(
+        app, ["run", "--landing", str(sample_landing), "--out", str(out), "--dev-key"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "NOT for sharing" in result.output
+    assert list((out / "restricted" / "lync_sessions").rglob("*.parquet"))
+    assert not (out / "_staging").exists()
+
+    empty = tmp_path / "empty"
+    (empty / "lync").mkdir(parents=True)
+    result = runner.invoke(
+        app, ["run", "--landing", str(empty), "--out", str(tmp_path / "o2"), "--dev-key"]
+    )
+    assert result.exit_code == EXIT_NOT_PUBLISHED
+    assert "nothing was published" in result.output
+    assert not list((tmp_path / "o2").rglob("*.parquet"))
+    assert os.listdir(tmp_path / "o2" / "_manifests")  # the manifest still says what happened
+    assert Path(tmp_path / "o2").exists()

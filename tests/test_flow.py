@@ -1,0 +1,75 @@
+"""The Prefect flow under a temporary server: refusals by name, manifest, no data in logs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from anonymize.contracts import load_contract
+from anonymize.synth import make_world
+from flows.nightly import RunParams, cdranon_run
+
+pytestmark = pytest.mark.flow
+
+
+def _add_bad_file(landing: Path) -> None:
+    """A copy of a sample export with one extra column, which no contract knows."""
+    src = next(landing.rglob("SessionDetailsView.csv"))
+    lines = src.read_text().splitlines()
+    bad = landing / "lync" / "extra" / "export-with-notes.csv"
+    bad.parent.mkdir(parents=True)
+    bad.write_text("\n".join([lines[0] + ",Notes"] + [ln + ",x" for ln in lines[1:]]) + "\n")
+
+
+def test_flow_refuses_the_odd_file_by_name_and_publishes_the_others(
+    prefect_harness, sample_landing, tmp_path, capfd, caplog
+):
+    _add_bad_file(sample_landing)
+    out = tmp_path / "out"
+    summary = cdranon_run(RunParams(landing=sample_landing, out=out, dev_key=True))
+    assert summary["status"] == "published"
+    assert summary["refused"] == [("lync/extra/export-with-notes.csv", summary["refused"][0][1])]
+    assert "unknown column(s) Notes" in summary["refused"][0][1]
+
+    manifest = json.loads(Path(summary["manifest"]).read_text())
+    assert manifest["not_for_sharing"] is True
+    assert manifest["policy"]["sha256"]
+    assert manifest["key"]["key_id"].startswith("k-")
+    processed = [i for i in manifest["inputs"] if i["status"] == "processed"]
+    assert len(processed) == 4
+    for entry in processed:
+        assert len(entry["sha256"]) == 64
+        assert entry["rows_read"] == (
+            entry["rows_published"]
+            + sum(entry["rows_quarantined"].values())
+            + sum(entry["rows_filtered"].values())
+        )
+    assert manifest["totals"]["rows_published"] == 600  # every sampled session, once
+    assert manifest["totals"]["rows_filtered"] > 0  # the VoIP rows replaced their session rows
+    assert not (out / "_staging").exists()
+
+    # Nothing identifying in anything the run printed or logged.
+    captured = capfd.readouterr()
+    text = (captured.out + captured.err + caplog.text).lower()
+    assert "discovered 5 input file(s)" in text  # the logs were captured at all
+    world = make_world(42, people=120)
+    ids = {kind: v for kind, v in world.identifiers().items() if kind != "guid"}
+    for kind, values in ids.items():
+        assert sum(v.lower() in text for v in values) == 0, kind
+
+
+def test_parameters_are_validated_before_any_task(prefect_harness, tmp_path):
+    from prefect.exceptions import ParameterTypeError
+
+    with pytest.raises((ParameterTypeError, ValueError)):
+        cdranon_run(params={"landing": str(tmp_path), "out": str(tmp_path), "colour": "blue"})
+    assert not list(tmp_path.iterdir())
+
+
+def test_contract_of_sample_files(sample_landing):
+    """The committed sample holds both kinds of Lync export."""
+    heads = {p.name: p for p in sample_landing.rglob("*View.csv*")}
+    assert set(heads) == {"SessionDetailsView.csv", "VoIPDetailsView.csv.gz"}
+    assert load_contract("lync_voip_details_view").priority == 2

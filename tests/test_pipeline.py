@@ -1,0 +1,230 @@
+"""process_file end to end on files: golden sample, export variants, quarantine, conservation."""
+
+from __future__ import annotations
+
+import csv
+import gzip
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from anonymize.identifiers import normalize_identifier, pseudonym
+from anonymize.pipeline import process_file
+from anonymize.publish import publish_partitions
+
+GOLDEN = Path(__file__).parent / "golden"
+
+
+def run_file(path: Path, landing: Path, out: Path, policy, keyring, **kw):
+    result = process_file(
+        path,
+        family="lync",
+        policy=policy,
+        keyring=keyring,
+        staging=out / "_staging" / "t",
+        quarantine=out / "_quarantine" / "t",
+        landing=landing,
+        **kw,
+    )
+    return result
+
+
+def published(out: Path) -> pl.DataFrame:
+    publish_partitions(out / "_staging" / "t", out, "t")
+    return pl.read_parquet(out / "restricted" / "lync_sessions", hive_partitioning=True)
+
+
+def test_golden_sample(tmp_path, policy, dev_keyring):
+    src = GOLDEN / "lync" / "2026-11-23" / "SessionDetailsView.csv"
+    r = run_file(src, GOLDEN, tmp_path, policy, dev_keyring)
+    assert r.status == "processed"
+    assert r.contract == "lync_session_details_view"
+    assert r.rows_read == 6
+    assert r.rows_published == 4
+    assert r.rows_quarantined == {"bad_value:SessionIdTime": 1, "unmapped_pool": 1}
+    assert r.balanced
+    df = published(tmp_path).sort("session_hour", "setup_s")
+    expected = pl.read_csv(GOLDEN / "expected_lync_sessions.csv", try_parse_dates=True)
+    got = df.with_columns(
+        pl.col("date").cast(pl.Date),
+        pl.col("modalities").list.join("|"),
+        pl.col("session_hour").cast(pl.Datetime("us")),
+    ).select(expected.columns)
+    expected = expected.with_columns(pl.col("session_hour").cast(pl.Datetime("us")))
+    assert (
+        got.sort("session_hour", "setup_s").to_dicts()
+        == expected.sort("session_hour", "setup_s").to_dicts()
+    )
+
+    # Pseudonyms: one person in three spellings is one pseudonym; equal to the HMAC oracle.
+    def pid(raw: str) -> str:
+        kind, norm = normalize_identifier(raw)
+        return pseudonym(dev_keyring.derive(f"pseudonym/restricted/{kind}"), kind, norm)
+
+    grace, alan = pid("grace.hopper@contoso.com"), pid("alan.turing@contoso.com")
+    rows = df.sort("session_hour", "setup_s").to_dicts()
+    assert [r["from_user"] for r in rows] == [pid("ada.lovelace@fabrikam.com"), grace, grace, alan]
+    assert rows[3]["to_user"] == grace
+    assert rows[1]["to_user"] == alan
+    assert rows[2]["to_user"] == pid("tel:+14255550100")
+    assert rows[2]["to_user"].startswith("p-")
+    # The quarantine keeps the raw rows, with their reasons, for the restricted eyes only.
+    q = pl.read_parquet(tmp_path / "_quarantine" / "t" / "lync_sessions")
+    assert sorted(q["_reason"].to_list()) == ["bad_value:SessionIdTime", "unmapped_pool"]
+
+
+def _rewrite(
+    src: Path, dst: Path, *, transform=None, header=None, preamble="", encoding="utf-8", gz=False
+):
+    rows = list(csv.reader(src.open(newline="")))
+    head, body = rows[0], rows[1:]
+    if transform:
+        body = [transform(dict(zip(head, r, strict=True))) for r in body]
+        body = [[r[h] for h in head] for r in body]
+    if header:
+        head = header(head)
+    import io
+
+    buf = io.StringIO()
+    w = csv.writer(buf, quoting=csv.QUOTE_ALL, lineterminator="\r\n")
+    w.writerow(head)
+    w.writerows(body)
+    data = (preamble + buf.getvalue()).encode(encoding)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    dst.write_bytes(gzip.compress(data) if gz else data)
+    return dst
+
+
+def _export_csv_style(row: dict) -> dict:
+    """What Windows PowerShell Export-Csv makes of a row: en-US times, True/False, empty null."""
+    from datetime import datetime
+
+    out = {}
+    for k, v in row.items():
+        if v == "NULL":
+            v = ""
+        elif k.endswith("Time") and v[:4].isdigit() and "-" in v:
+            try:
+                d = datetime.strptime(v, "%Y-%m-%d %H:%M:%S.%f")
+                v = f"{d.month}/{d.day}/{d.year} {d.strftime('%I').lstrip('0')}:{d:%M:%S %p}"
+            except ValueError:
+                pass
+        elif k.startswith("Is") and v in ("0", "1"):
+            v = "True" if v == "1" else "False"
+        out[k] = v
+    return out
+
+
+@pytest.mark.parametrize(
+    ("name", "kwargs"),
+    [
+        ("utf8-bom.csv", {"preamble": "\ufeff"}),
+        (
+            "export-csv.csv",
+            {"preamble": "#TYPE System.Data.DataRow\r\n", "transform": _export_csv_style},
+        ),
+        ("utf16.csv", {"encoding": "utf-16", "transform": _export_csv_style}),
+        ("plain.csv.gz", {"gz": True}),
+        ("no-extension", {}),
+    ],
+)
+def test_export_variants_give_the_same_rows(tmp_path, policy, dev_keyring, name, kwargs):
+    src = GOLDEN / "lync" / "2026-11-23" / "SessionDetailsView.csv"
+    landing = tmp_path / "landing"
+    path = _rewrite(src, landing / "lync" / name, **kwargs)
+    r = run_file(path, landing, tmp_path / "out", policy, dev_keyring)
+    assert r.status == "processed", r.reason
+    assert r.rows_published == 4
+    assert r.balanced
+    df = published(tmp_path / "out")
+    assert df["from_user"].n_unique() == 3
+    assert sorted(df["session_hour"].dt.hour().to_list()) == [2, 9, 14, 14]
+
+
+def test_ragged_rows_and_bad_values_are_quarantined_not_lost(tmp_path, policy, dev_keyring):
+    src = GOLDEN / "lync" / "2026-11-23" / "SessionDetailsView.csv"
+    lines = src.read_text().splitlines()
+    lines.insert(2, lines[1] + ",EXTRA")  # one field too many
+    lines.insert(3, ",".join(lines[1].split(",")[:10]))  # far too few
+    bad = lines[1].split(",")
+    bad[1] = "one"  # SessionIdSeq not an integer
+    lines.append(",".join(bad))
+    landing = tmp_path / "landing"
+    path = landing / "lync" / "x.csv"
+    path.parent.mkdir(parents=True)
+    path.write_text("\n".join(lines) + "\n")
+    r = run_file(path, landing, tmp_path / "out", policy, dev_keyring)
+    assert r.rows_read == 9
+    assert r.rows_quarantined == {
+        "bad_value:SessionIdSeq": 1,
+        "bad_value:SessionIdTime": 1,
+        "ragged_row": 2,
+        "unmapped_pool": 1,
+    }
+    assert r.rows_published == 4
+    assert r.balanced
+    q = pl.read_parquet(tmp_path / "out" / "_quarantine" / "t" / "lync_sessions")
+    assert q.filter(pl.col("_reason") == "ragged_row")["_raw_line"].null_count() == 0
+
+
+def test_truncated_gzip_is_refused_whole_and_leaves_nothing(
+    tmp_path, policy, dev_keyring, synth_world
+):
+    landing, _ = synth_world
+    src = next(landing.rglob("VoIPDetailsView.csv.gz"))
+    data = src.read_bytes()
+    broken = tmp_path / "landing" / "lync" / "cut.csv.gz"
+    broken.parent.mkdir(parents=True)
+    broken.write_bytes(data[: len(data) // 2])
+    r = run_file(broken, tmp_path / "landing", tmp_path / "out", policy, dev_keyring)
+    assert r.status == "refused"
+    assert "could not be read to its end" in r.reason
+    assert r.rows_read == 0
+    assert r.partitions == []
+    assert not list((tmp_path / "out").rglob("*.parquet"))
+
+
+@pytest.mark.parametrize(
+    ("content", "reason"),
+    [
+        (b"", "empty"),
+        (b"\x00\x01\x02binary\x00" * 10, "binary"),
+        (b"SessionIdTime,Mood\n2026-11-23 00:00:00.000,happy\n", "missing column"),
+        (b"2026-11-23 09:00:00.000,1,alice@contoso.com,bob@contoso.com,x,y,z\n", "looks like data"),
+    ],
+)
+def test_unreadable_or_unknown_files_are_refused_with_a_reason(
+    tmp_path, policy, dev_keyring, content, reason
+):
+    path = tmp_path / "lync" / "f.csv"
+    path.parent.mkdir(parents=True)
+    path.write_bytes(content)
+    r = run_file(path, tmp_path, tmp_path / "out", policy, dev_keyring)
+    assert r.status == "refused"
+    assert reason in r.reason
+    assert "alice" not in r.reason
+
+
+def test_voip_rows_beat_session_rows_of_the_same_session(
+    tmp_path, policy, dev_keyring, synth_world
+):
+    landing, _ = synth_world
+    day = sorted((landing / "lync").iterdir())[0]
+    out = tmp_path / "out"
+    voip = run_file(day / "VoIPDetailsView.csv.gz", landing, out, policy, dev_keyring)
+    sess = run_file(
+        day / "SessionDetailsView.csv",
+        landing,
+        out,
+        policy,
+        dev_keyring,
+        skip_keys=[voip.keys_path],
+    )
+    assert voip.rows_published > 0
+    assert sess.rows_filtered == {"duplicate_session": voip.rows_published}
+    assert sess.balanced
+    assert voip.balanced
+    df = published(out)
+    assert df.height == sess.rows_read  # every session once
+    assert df.filter(pl.col("from_phone").is_not_null()).height == voip.rows_published
