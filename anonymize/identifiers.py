@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
+from functools import lru_cache
 from typing import Literal
 
 import phonenumbers
@@ -65,18 +66,23 @@ def normalize_phone(value: str, default_region: str = "US") -> str:
     m = _EXT.search(v)
     if m:
         ext, v = m.group(1), v[: m.start()]
-    v = v.split(";", 1)[0].split("@", 1)[0]
+    e164, num_ext = _e164(v.split(";", 1)[0].split("@", 1)[0], default_region)
+    ext = ext or num_ext
+    return e164 + (f";ext={ext}" if ext else "")
+
+
+@lru_cache(maxsize=1 << 18)
+def _e164(number: str, default_region: str) -> tuple[str, str]:
+    """(E.164 form, extension) of a number without parameters; digits only when unparseable."""
     try:
-        num = phonenumbers.parse(v, default_region)
+        num = phonenumbers.parse(number, default_region)
         if phonenumbers.is_possible_number(num):
             e164 = phonenumbers.format_number(num, phonenumbers.PhoneNumberFormat.E164)
-            ext = ext or (num.extension or "")
-            return e164 + (f";ext={ext}" if ext else "")
+            return e164, num.extension or ""
     except phonenumbers.NumberParseException:
         pass
-    digits = re.sub(r"\D", "", v)
-    plus = "+" if v.lstrip().startswith("+") else ""
-    return plus + digits + (f";ext={ext}" if ext else "")
+    digits = re.sub(r"\D", "", number)
+    return ("+" if number.lstrip().startswith("+") else "") + digits, ""
 
 
 def phone_country(value: str, default_region: str = "US") -> str | None:
@@ -137,10 +143,18 @@ def normalize_identifier(
     return kind, value.strip().lower()
 
 
+@lru_cache(maxsize=64)
+def _keyed(key: bytes) -> hmac.HMAC:
+    """An HMAC-SHA256 object with the key already absorbed; copied for each value."""
+    return hmac.new(key, digestmod=hashlib.sha256)
+
+
 def pseudonym(key: bytes, kind: IdentifierKind, normalized: str) -> str:
     """The keyed pseudonym of a normalised value: HMAC-SHA256, 128 bits, letters a-p.
 
     ``key`` must already be the key derived for ``kind`` (domain separation).
     """
-    digest = hmac.new(key, normalized.encode("utf-8"), hashlib.sha256).digest()[:16]
+    h = _keyed(key).copy()
+    h.update(normalized.encode("utf-8"))
+    digest = h.digest()[:16]
     return f"{PREFIX[kind]}-{digest.hex().translate(_NIBBLE_LETTERS)}"

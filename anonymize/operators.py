@@ -142,8 +142,16 @@ def map_unique(
         todo = [v for v in values if v not in memo]
         for v in todo:
             memo[v] = fn(v)
-        new = pl.Series([memo[v] for v in values], dtype=return_dtype)
-        return s.replace_strict(uniq, new, default=None, return_dtype=return_dtype)
+        lookup = pl.DataFrame(
+            {"k": uniq, "v": pl.Series([memo[v] for v in values], dtype=return_dtype)}
+        )
+        # A left join maps values back (faster than replace_strict, and works for list values).
+        return (
+            s.to_frame("k")
+            .join(lookup, on="k", how="left", maintain_order="left")
+            .get_column("v")
+            .alias(s.name)
+        )
 
     return expr.map_batches(_apply, return_dtype=return_dtype, is_elementwise=True)
 
@@ -322,11 +330,13 @@ MEDIA_BITS: tuple[tuple[int, str], ...] = (
 @register("media_modalities", options=NoOptions, accepts={"int"}, output="list[string]")
 def media_modalities(expr: pl.Expr, *, options: NoOptions, ctx: OpContext | None) -> pl.Expr:
     """Turn the MediaTypes bitmask into a list of named modalities (``["audio", "video"]``)."""
-    parts = [
-        pl.when((expr & bit) != 0).then(pl.lit(name)).otherwise(pl.lit(None, dtype=pl.String))
-        for bit, name in MEDIA_BITS
-    ]
-    return pl.when(expr.is_null()).then(None).otherwise(pl.concat_list(parts).list.drop_nulls())
+    memo = ctx.cache("media_modalities") if ctx is not None else None
+    return map_unique(
+        expr,
+        lambda v: [name for bit, name in MEDIA_BITS if v & bit],
+        return_dtype=pl.List(pl.String()),
+        cache=memo,
+    )
 
 
 def region_of(pool: str, region_pools: dict[str, tuple[str, ...]]) -> str | None:

@@ -34,9 +34,30 @@ _GUID = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
 
 
 def parse_datetime(expr: pl.Expr) -> pl.Expr:
-    """Parse a naive-UTC datetime string in any of the accepted forms; null when none fits."""
+    """Parse a naive-UTC datetime string in any of the accepted forms; null when none fits.
+
+    The expression form tries every format; ``type_frame`` uses ``parse_datetime_series``,
+    which tries the next format only for the values the previous ones left unparsed.
+    """
     s = expr.str.strip_chars()
     return pl.coalesce([s.str.strptime(_DT, fmt, strict=False) for fmt in _DATETIME_FORMATS])
+
+
+def parse_datetime_series(raw: pl.Series, first: pl.Series | None = None) -> pl.Series:
+    """Parse a column of datetime strings: the common form first, the others only if needed.
+
+    ``first`` is the column already parsed with the common form, when the caller has it.
+    """
+    out = raw.str.strptime(_DT, _DATETIME_FORMATS[0], strict=False) if first is None else first
+    if out.null_count() == raw.null_count():
+        return out
+    stripped = raw.str.strip_chars()
+    for fmt in _DATETIME_FORMATS:
+        missing = out.is_null() & raw.is_not_null()
+        if not missing.any():
+            break
+        out = out.zip_with(~missing, stripped.str.strptime(_DT, fmt, strict=False))
+    return out
 
 
 def parse_bit(expr: pl.Expr) -> pl.Expr:
@@ -78,12 +99,25 @@ def type_frame(contract: Contract, raw: pl.DataFrame) -> pl.DataFrame:
     """
     aliases = contract.aliases
     present = {aliases[h]: h for h in raw.columns}
+    # Datetimes: every column in the common form at once (in parallel); fallbacks per column.
+    dt_cols = {
+        c.name: present[c.name]
+        for c in contract.columns
+        if c.type == "datetime" and c.name in present
+    }
+    first = raw.select(
+        pl.col(src).str.strptime(_DT, _DATETIME_FORMATS[0], strict=False).alias(name)
+        for name, src in dt_cols.items()
+    )
     exprs: list[pl.Expr] = []
     for col in contract.columns:
         src = present.get(col.name)
         if src is None:
             dtype = {"datetime": _DT, "bit": pl.Boolean, "int": pl.Int64}.get(col.type, pl.String)
             exprs.append(pl.lit(None, dtype=dtype).alias(col.name))
+        elif col.type == "datetime":
+            parsed = parse_datetime_series(raw[src], first[col.name])
+            exprs.append(pl.lit(parsed).alias(col.name))
         else:
             exprs.append(_PARSERS[col.type](pl.col(src)).alias(col.name))
     typed = raw.select(exprs)
@@ -95,10 +129,11 @@ def type_frame(contract: Contract, raw: pl.DataFrame) -> pl.DataFrame:
         if src is None:
             continue
         raw_col = pl.col(f"__raw__{src}")
-        if col.type != "string":
+        # Column-level null counts are free: only columns where typing lost a value need a check.
+        if col.type != "string" and typed[col.name].null_count() != raw[src].null_count():
             bad = raw_col.is_not_null() & pl.col(col.name).is_null()
             reasons.append(pl.when(bad).then(pl.lit(f"bad_value:{col.name}")))
-        if not col.nullable:
+        if not col.nullable and raw[src].null_count():
             reasons.append(pl.when(raw_col.is_null()).then(pl.lit(f"missing_value:{col.name}")))
     if not reasons:
         return typed.with_columns(pl.lit(None, dtype=pl.String).alias(REASON))

@@ -20,8 +20,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import polars as pl
-import pyarrow as pa
-import pyarrow.parquet as pq
 
 from anonymize.contracts import Contract, load_output_schema, match_header
 from anonymize.errors import ContractError, InputError
@@ -29,24 +27,11 @@ from anonymize.keys import KeyRing
 from anonymize.operators import OpContext, pool_region
 from anonymize.parse import REASON, type_frame
 from anonymize.policy import CompiledRule, DatasetPolicy, Policy
-from anonymize.sources.csvfile import CsvFile, RawBatch, file_sha256
+from anonymize.sources.csvfile import CsvFile, RawBatch, file_sha256, prefetch
 
 ROW = "_row"
 RAW_LINE = "_raw_line"
-_ARROW_TYPES = {
-    "string": pa.string(),
-    "int": pa.int64(),
-    "float": pa.float64(),
-    "bool": pa.bool_(),
-    "datetime": pa.timestamp("ms"),
-    "list[string]": pa.list_(pa.string()),
-}
-PARQUET_OPTIONS = {
-    "compression": "zstd",
-    "compression_level": 3,
-    "write_statistics": True,
-    "use_dictionary": True,
-}
+PARQUET_OPTIONS = {"compression": "zstd", "compression_level": 3, "statistics": True}
 
 
 @dataclass
@@ -90,13 +75,6 @@ def make_context(policy: Policy, keyring: KeyRing, scope: str = "restricted") ->
         region_pools=dict(policy.regions),
         scope=scope,
     )
-
-
-def output_arrow_schema(dataset: str, metadata: dict[str, str]) -> pa.Schema:
-    """The Arrow schema of a published dataset, with the run's key-value metadata."""
-    out = load_output_schema(dataset)
-    fields = [pa.field(name, _ARROW_TYPES[t]) for name, t in out.columns.items()]
-    return pa.schema(fields, metadata={k.encode(): v.encode() for k, v in metadata.items()})
 
 
 def parquet_metadata(
@@ -266,10 +244,10 @@ def _process_batches(
     quarantined: Counter[str] = Counter()
     filtered: Counter[str] = Counter()
     out_schema = load_output_schema(ds.name)
-    arrow_schema = output_arrow_schema(ds.name, meta)
+    out_columns, out_types = list(out_schema.columns), out_schema.polars_schema
     partitions: set[str] = set()
 
-    for i, batch in enumerate(csv.batches(policy.batch_rows)):
+    for i, batch in enumerate(prefetch(csv.batches(policy.batch_rows))):
         result.rows_read += batch.frame.height + len(batch.ragged)
         typed = type_frame(contract, batch.frame).with_columns(
             pl.col(ds.partition.date).dt.date().alias("__date"), region.alias("__region")
@@ -303,8 +281,9 @@ def _process_batches(
             partitions.add(pdir)
             target = work / pdir / f"part-{file_tag}-{i:05d}.parquet"
             target.parent.mkdir(parents=True, exist_ok=True)
-            table = part.select(list(out_schema.columns)).to_arrow().cast(arrow_schema)
-            pq.write_table(table, target, **PARQUET_OPTIONS)
+            part.select(out_columns).cast(out_types).write_parquet(
+                target, metadata=meta, **PARQUET_OPTIONS
+            )
         result.rows_published += out.height
 
     if keys_out:

@@ -19,7 +19,7 @@ def _all_output_text(out: Path) -> str:
         parts.append(str(f.relative_to(out)))
         if f.suffix == ".parquet":
             pf = pq.ParquetFile(f)
-            parts += [f"{k!r}={v!r}" for k, v in (pf.schema_arrow.metadata or {}).items()]
+            parts += [f"{k!r}={v!r}" for k, v in (pf.metadata.metadata or {}).items()]
             parts.append(str(pf.read().to_pylist()))
     return "\n".join(parts).lower()
 

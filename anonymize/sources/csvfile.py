@@ -24,11 +24,14 @@ Examples
 from __future__ import annotations
 
 import codecs
+import contextlib
 import csv
 import gzip
 import hashlib
+import queue
+import threading
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -98,7 +101,76 @@ class CsvFile:
             raise InputError("the header has fewer than two columns: not a CSV export")
         return cls(path, is_gz, encoding, skip, header)
 
-    def batches(self, batch_rows: int, *, block_size: int = 1 << 22) -> Iterator[RawBatch]:
+    def _options(
+        self, on_invalid: Callable[[pacsv.InvalidRow], str], *, skip_rows: int, block_size: int
+    ) -> dict:
+        names = [f"c{i}" for i in range(len(self.header))]
+        return {
+            "read_options": pacsv.ReadOptions(
+                use_threads=True,
+                block_size=block_size,
+                skip_rows=skip_rows,
+                column_names=names,
+                encoding=self.encoding,
+            ),
+            "parse_options": pacsv.ParseOptions(
+                newlines_in_values=True, invalid_row_handler=on_invalid
+            ),
+            "convert_options": pacsv.ConvertOptions(
+                column_types={n: pa.string() for n in names},
+                null_values=NULL_VALUES,
+                strings_can_be_null=True,
+                quoted_strings_can_be_null=True,
+            ),
+        }
+
+    def _record_batches(
+        self, on_invalid: Callable[[pacsv.InvalidRow], str], chunk_bytes: int
+    ) -> Iterator[pa.RecordBatch]:
+        """Record batches of the data rows, in order.
+
+        UTF-8 files are cut into chunks of about ``chunk_bytes`` at line ends outside quoted
+        values (quote parity), and each chunk is parsed with pyarrow's multi-threaded reader:
+        about twice as fast as its streaming reader on two cores. Other encodings stream.
+        """
+        if self.encoding != "utf-8":
+            base = pa.OSFile(str(self.path), "rb")
+            stream = pa.CompressedInputStream(base, "gzip") if self.gzip else base
+            opts = self._options(on_invalid, skip_rows=self.skip_rows + 1, block_size=1 << 24)
+            try:
+                yield from pacsv.open_csv(stream, **opts)
+            finally:
+                base.close()
+            return
+        opener = gzip.open if self.gzip else open
+        with opener(self.path, "rb") as fh:
+            buf = fh.read(chunk_bytes)
+            # Drop the preamble and the header line (neither holds a quoted newline).
+            for _ in range(self.skip_rows + 1):
+                while (nl := buf.find(b"\n")) < 0:
+                    more = fh.read(chunk_bytes)
+                    if not more:
+                        return
+                    buf += more
+                buf = buf[nl + 1 :]
+            opts = self._options(on_invalid, skip_rows=0, block_size=1 << 21)
+            while True:
+                more = fh.read(chunk_bytes) if len(buf) < chunk_bytes else b""
+                at_end = not more and len(buf) < chunk_bytes
+                buf += more
+                split = len(buf) - 1 if at_end else _safe_split(buf)
+                if split < 0:
+                    if at_end:
+                        break
+                    continue
+                chunk, buf = buf[: split + 1], buf[split + 1 :]
+                if not chunk.isspace():
+                    table = pacsv.read_csv(pa.py_buffer(chunk), **opts)
+                    yield from table.to_batches()
+                if at_end:
+                    break
+
+    def batches(self, batch_rows: int, *, chunk_bytes: int = 1 << 25) -> Iterator[RawBatch]:
         """Yield batches of exactly ``batch_rows`` records (the last one shorter), in file order.
 
         Batch boundaries depend only on the records, so reruns split a file identically.
@@ -110,34 +182,12 @@ class CsvFile:
             ragged.append((row.number, row.text))
             return "skip"
 
-        base = pa.OSFile(str(self.path), "rb")
-        stream: pa.NativeFile = pa.CompressedInputStream(base, "gzip") if self.gzip else base
         names = [f"c{i}" for i in range(len(self.header))]
-        reader_opts = pacsv.ReadOptions(
-            use_threads=True,
-            block_size=block_size,
-            skip_rows=self.skip_rows + 1,
-            column_names=names,
-            encoding=self.encoding,
-        )
-        parse_opts = pacsv.ParseOptions(newlines_in_values=True, invalid_row_handler=on_invalid)
-        convert_opts = pacsv.ConvertOptions(
-            column_types={n: pa.string() for n in names},
-            null_values=NULL_VALUES,
-            strings_can_be_null=True,
-            quoted_strings_can_be_null=True,
-        )
         pending: list[pa.RecordBatch] = []
         pending_rows = 0
         next_row = 1
         try:
-            reader = pacsv.open_csv(
-                stream,
-                read_options=reader_opts,
-                parse_options=parse_opts,
-                convert_options=convert_opts,
-            )
-            for rb in reader:
+            for rb in self._record_batches(on_invalid, chunk_bytes):
                 pending.append(rb)
                 pending_rows += rb.num_rows
                 while pending_rows >= batch_rows:
@@ -159,8 +209,6 @@ class CsvFile:
             raise InputError(
                 f"the file could not be read to its end ({type(exc).__name__})"
             ) from None
-        finally:
-            base.close()
 
     def _batch(
         self, table: pa.Table, first_row: int, ragged: list[tuple[int | None, str]]
@@ -170,6 +218,23 @@ class CsvFile:
         return RawBatch(frame, first_row, list(ragged))
 
 
+def _safe_split(buf: bytes) -> int:
+    """Index of the last newline of ``buf`` that lies outside any quoted value, or -1.
+
+    A newline is outside quotes when the number of quote characters before it is even (an
+    escaped quote is two quotes, so it keeps the parity).
+    """
+    total = buf.count(b'"')
+    after = 0
+    pos = len(buf)
+    while (nl := buf.rfind(b"\n", 0, pos)) >= 0:
+        after += buf.count(b'"', nl + 1, pos)
+        if (total - after) % 2 == 0:
+            return nl
+        pos = nl
+    return -1
+
+
 def file_sha256(path: Path) -> str:
     """SHA-256 of a file's bytes, streamed (about 0.85 GB/s here)."""
     h = hashlib.sha256()
@@ -177,3 +242,42 @@ def file_sha256(path: Path) -> str:
         while chunk := fh.read(1 << 22):
             h.update(chunk)
     return h.hexdigest()
+
+
+def prefetch(batches: Iterator[RawBatch], depth: int = 1) -> Iterator[RawBatch]:
+    """Read the next batch in a background thread while the caller works on the current one.
+
+    Parsing CSV (pyarrow) and transforming (polars) both release the GIL, so on two cores they
+    overlap. Order is kept; ``depth`` batches wait at most (memory stays bounded). An error in
+    the reader is raised in the caller, at the batch where it happened.
+    """
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    done = object()
+    stop = threading.Event()
+
+    def work() -> None:
+        try:
+            for b in batches:
+                if stop.is_set():
+                    return
+                q.put(b)
+            q.put(done)
+        except BaseException as exc:  # handed to the consumer, which re-raises it
+            q.put(exc)
+
+    t = threading.Thread(target=work, name="cdranon-csv-prefetch", daemon=True)
+    t.start()
+    try:
+        while True:
+            item = q.get()
+            if item is done:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        while t.is_alive():  # unblock a producer waiting on a full queue
+            with contextlib.suppress(queue.Empty):
+                q.get_nowait()
+            t.join(timeout=0.05)
