@@ -154,6 +154,8 @@ def process_file(
     landing: Path | None = None,
     skip_keys: list[str] | None = None,
     ctx: OpContext | None = None,
+    sha256: str | None = None,
+    duplicate_of: str | None = None,
 ) -> FileResult:
     """Read, check and anonymise one file into ``staging``; bad rows into ``quarantine``.
 
@@ -166,8 +168,14 @@ def process_file(
     rel = path.relative_to(landing).as_posix() if landing else path.name
     result = FileResult(path=rel, family=family)
     ctx = ctx or make_context(policy, keyring)
+    if duplicate_of is not None:
+        dup = Path(duplicate_of)
+        dup_rel = dup.relative_to(landing).as_posix() if landing else dup.name
+        result.sha256 = sha256
+        result.reason = f"same content as {dup_rel}; its rows are counted there"
+        return result
     try:
-        result.sha256 = file_sha256(path)
+        result.sha256 = sha256 or file_sha256(path)
         result.bytes = path.stat().st_size
         csv = CsvFile.open(path)
         contract = match_header(csv.header, family=family)
@@ -302,23 +310,32 @@ class PlannedFile:
     contract: str | None
     dataset: str | None
     priority: int
+    sha256: str | None = None
+    duplicate_of: str | None = None  # an earlier file of the batch with the same bytes
 
 
 def plan_inputs(files: list[tuple[str, str]], policy: Policy) -> list[PlannedFile]:
-    """Recognise each file's kind from its header (cheap: the first 64 KiB), for ordering.
+    """Hash each file and recognise its kind from its header, for ordering and deduplication.
 
     Files whose header cannot be matched are still planned; ``process_file`` refuses them with
-    the reason. Higher-priority kinds come first (VoIP rows before the session rows they beat).
+    the reason. A file with the same bytes as an earlier one (a copy dropped twice into the
+    landing zone) is marked, so it is refused instead of counted twice. Higher-priority kinds
+    come first (VoIP rows before the session rows they beat).
     """
     planned = []
-    for path, family in files:
-        contract = dataset = None
+    seen: dict[str, str] = {}
+    for path, family in sorted(files):
+        contract = dataset = sha = duplicate_of = None
         priority = 0
         try:
+            sha = file_sha256(Path(path))
             c = match_header(CsvFile.open(Path(path)).header, family=family)
             ds = policy.dataset_for(c)
             contract, dataset, priority = c.name, ds.name if ds else None, c.priority
-        except (InputError, ContractError):
+        except (OSError, InputError, ContractError):
             pass
-        planned.append(PlannedFile(path, family, contract, dataset, priority))
+        if sha is not None:
+            duplicate_of = seen.setdefault(sha, path)
+            duplicate_of = None if duplicate_of == path else duplicate_of
+        planned.append(PlannedFile(path, family, contract, dataset, priority, sha, duplicate_of))
     return sorted(planned, key=lambda p: (-p.priority, p.path))

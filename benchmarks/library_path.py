@@ -30,6 +30,8 @@ def main(landing: Path, out: Path) -> None:
             quarantine=out / "_quarantine" / "bench",
             landing=landing,
             skip_keys=list(keys) if p.priority == 1 else None,
+            sha256=p.sha256,
+            duplicate_of=p.duplicate_of,
         )
         if r.keys_path and p.priority == 2:
             keys.append(r.keys_path)

@@ -95,6 +95,8 @@ def process_task(
             quarantine=params.out / QUARANTINE / run_id,
             landing=params.landing,
             skip_keys=skip_keys or None,
+            sha256=planned.sha256,
+            duplicate_of=planned.duplicate_of,
         )
     except CdranonError:
         raise

@@ -36,6 +36,8 @@ def _run_library(landing: Path, out: Path, policy, keyring) -> list:
             quarantine=out / "_quarantine" / "r",
             landing=landing,
             skip_keys=list(keys) if p.priority == 1 else None,
+            sha256=p.sha256,
+            duplicate_of=p.duplicate_of,
         )
         if r.keys_path and p.priority == 2:
             keys.append(r.keys_path)

@@ -228,3 +228,32 @@ def test_voip_rows_beat_session_rows_of_the_same_session(
     df = published(out)
     assert df.height == sess.rows_read  # every session once
     assert df.filter(pl.col("from_phone").is_not_null()).height == voip.rows_published
+
+
+def test_a_file_copied_twice_is_counted_once(tmp_path, policy, dev_keyring):
+    from anonymize.pipeline import plan_inputs
+    from anonymize.publish import discover
+
+    landing = tmp_path / "landing"
+    src = GOLDEN / "lync" / "2026-11-23" / "SessionDetailsView.csv"
+    for name in ("a/export.csv", "b/export-copy.csv"):
+        (landing / "lync" / name).parent.mkdir(parents=True)
+        (landing / "lync" / name).write_bytes(src.read_bytes())
+    planned = plan_inputs(discover(landing), policy)
+    assert [p.duplicate_of for p in planned] == [None, planned[0].path]
+    results = [
+        run_file(
+            Path(p.path),
+            landing,
+            tmp_path / "out",
+            policy,
+            dev_keyring,
+            sha256=p.sha256,
+            duplicate_of=p.duplicate_of,
+        )
+        for p in planned
+    ]
+    assert results[0].status == "processed"
+    assert results[1].status == "refused"
+    assert "same content as lync/a/export.csv" in results[1].reason
+    assert published(tmp_path / "out").height == 4

@@ -1,0 +1,13 @@
+"""The floor: polars scans the CSV and sinks it to Parquet unchanged (zstd, as we write).
+
+Usage: ``python -m benchmarks.floor CSV OUT.parquet``.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import polars as pl
+
+if __name__ == "__main__":
+    pl.scan_csv(sys.argv[1]).sink_parquet(sys.argv[2], compression="zstd", compression_level=3)
