@@ -170,7 +170,7 @@ class CsvFile:
                 if at_end:
                     break
 
-    def batches(self, batch_rows: int, *, chunk_bytes: int = 1 << 25) -> Iterator[RawBatch]:
+    def batches(self, batch_rows: int, *, chunk_bytes: int = 1 << 23) -> Iterator[RawBatch]:
         """Yield batches of exactly ``batch_rows`` records (the last one shorter), in file order.
 
         Batch boundaries depend only on the records, so reruns split a file identically.
