@@ -131,7 +131,8 @@ def _write_quarantine(
             pl.DataFrame(
                 {
                     REASON: ["ragged_row"] * len(batch.ragged),
-                    ROW: [n for n, _ in batch.ragged],
+                    # pyarrow numbers a bad line within its read chunk, not the file: no index.
+                    ROW: [None] * len(batch.ragged),
                     RAW_LINE: [t for _, t in batch.ragged],
                 },
                 schema={REASON: pl.String, ROW: pl.Int64, RAW_LINE: pl.String},

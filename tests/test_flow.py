@@ -73,3 +73,28 @@ def test_contract_of_sample_files(sample_landing):
     heads = {p.name: p for p in sample_landing.rglob("*View.csv*")}
     assert set(heads) == {"SessionDetailsView.csv", "VoIPDetailsView.csv.gz"}
     assert load_contract("lync_voip_details_view").priority == 2
+
+
+def test_master_key_from_a_prefect_secret_block(
+    prefect_harness, sample_landing, tmp_path, monkeypatch
+):
+    """key.prefect_secret in the policy: the flow reads the key from that Secret block."""
+    import yaml
+    from prefect.blocks.system import Secret
+
+    from anonymize.keys import ENV_VAR, KeyRing, generate_key
+    from anonymize.policy import DEFAULT_POLICY
+
+    monkeypatch.delenv(ENV_VAR, raising=False)
+    key = generate_key()
+    Secret(value=key).save("cdranon-test-master-key", overwrite=True)
+    doc = yaml.safe_load(DEFAULT_POLICY.read_text())
+    doc["key"]["prefect_secret"] = "cdranon-test-master-key"
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(yaml.safe_dump(doc))
+    summary = cdranon_run(RunParams(landing=sample_landing, out=tmp_path / "out", policy=policy))
+    assert summary["status"] == "published"
+    assert summary["not_for_sharing"] is False
+    manifest = json.loads(Path(summary["manifest"]).read_text())
+    assert manifest["key"]["key_id"] == KeyRing(bytes.fromhex(key)).key_id
+    assert key not in Path(summary["manifest"]).read_text()

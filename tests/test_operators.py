@@ -209,3 +209,34 @@ def test_every_operator_has_frozen_strict_options():
     for spec in REGISTRY.values():
         assert spec.options.model_config.get("extra") == "forbid"
         assert spec.options.model_config.get("frozen") is True
+
+
+phone_regions = st.sampled_from(["US", "GB", "HK", "DE", "FR", "AU", "JP", "IN", "BR", "ZA"])
+
+
+@given(phone_regions, st.sampled_from(["+{cc}{nat}", "tel:+{cc}{nat}", "+{cc} {nat};ext=7"]))
+def test_generalize_phone_matches_phonenumbers(region, form):
+    import phonenumbers
+
+    example = phonenumbers.example_number(region)
+    raw = form.format(cc=example.country_code, nat=example.national_number)
+    got = apply("generalize_phone", [raw], pl.String)
+    assert got == [phonenumbers.region_code_for_number(example)]
+
+
+@given(
+    st.emails(),
+    st.lists(st.from_regex(r"[a-z]{2,8}\.(com|org|net)", fullmatch=True), max_size=3),
+    st.sampled_from(["", "sip:", "SIP:"]),
+)
+def test_uri_domain_class_matches_domain_oracle(email, own, scheme):
+    c = ctx()
+    c.own_domains = tuple(own)
+    domain = email.rsplit("@", 1)[1].lower()
+    want = "internal" if any(domain == d or domain.endswith("." + d) for d in own) else "federated"
+    if (
+        all(ch.isdigit() or ch in "+-(). /" for ch in email.split("@")[0])
+        and sum(ch.isdigit() for ch in email.split("@")[0]) >= 5
+    ):
+        want = "phone"  # a numeric user part is a phone URI
+    assert apply("uri_domain_class", [scheme + email], pl.String, c) == [want]
