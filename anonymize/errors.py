@@ -35,6 +35,10 @@ class KeyError_(CdranonError):  # noqa: N801 - the trailing underscore avoids th
 class InputError(CdranonError):
     """An input file cannot be read at all (truncated archive, wrong format, unreadable)."""
 
+    def __init__(self, message: str, *, bad_encoding: bool = False) -> None:
+        super().__init__(message)
+        self.bad_encoding = bad_encoding
+
 
 class PublishError(CdranonError):
     """Staged outputs could not be published."""

@@ -199,18 +199,28 @@ def process_file(
     qdir = quarantine / ds.name
     shutil.rmtree(work, ignore_errors=True)
     meta = parquet_metadata(policy, keyring, ds.name, _inputs_digest(result.sha256, contract))
-    try:
-        _process_batches(
-            csv, contract, ds, policy, ctx, work, qdir, file_tag, meta, skip_keys, result
-        )
-    except InputError as exc:
+
+    def forget() -> None:
         shutil.rmtree(work, ignore_errors=True)
         for stale in qdir.glob(f"{file_tag}-*.parquet"):
             stale.unlink()
-        result.reason = str(exc)
         result.rows_read = result.rows_published = 0
         result.rows_quarantined, result.rows_filtered, result.partitions = {}, {}, []
-        return result
+
+    while True:
+        try:
+            _process_batches(
+                csv, contract, ds, policy, ctx, work, qdir, file_tag, meta, skip_keys, result
+            )
+            break
+        except InputError as exc:
+            forget()
+            if exc.bad_encoding and csv.encoding == "utf-8":
+                # Not UTF-8 after all: SSMS and Windows tools also write the ANSI code page.
+                csv.encoding = "cp1252"
+                continue
+            result.reason = str(exc)
+            return result
     # Move the file's parts into the run's staging tree.
     for part in sorted(work.glob("restricted/**/*.parquet")):
         target = staging / part.relative_to(work)

@@ -257,3 +257,23 @@ def test_a_file_copied_twice_is_counted_once(tmp_path, policy, dev_keyring):
     assert results[1].status == "refused"
     assert "same content as lync/a/export.csv" in results[1].reason
     assert published(tmp_path / "out").height == 4
+
+
+@pytest.mark.parametrize("filler_rows", [0, 400])
+def test_ansi_code_page_exports_are_read(tmp_path, policy, dev_keyring, filler_rows):
+    """SSMS can save in the ANSI code page: a name with accents is not valid UTF-8."""
+    src = GOLDEN / "lync" / "2026-11-23" / "SessionDetailsView.csv"
+    lines = src.read_text().splitlines()
+    filler = [lines[1]] * filler_rows  # pushes the accented row past the 64 KiB sniff
+    accented = lines[1].replace("Grace.Hopper@contoso.com", "José.Núñez@contoso.com")
+    text = "\r\n".join([lines[0], *filler, accented, *lines[2:]]) + "\r\n"
+    path = tmp_path / "landing" / "lync" / "ansi.csv"
+    path.parent.mkdir(parents=True)
+    path.write_bytes(text.encode("cp1252"))
+    r = run_file(path, tmp_path / "landing", tmp_path / "out", policy, dev_keyring)
+    assert r.status == "processed", r.reason
+    assert r.rows_published == 4 + filler_rows
+    df = published(tmp_path / "out")
+    kind, norm = normalize_identifier("josé.núñez@contoso.com")
+    want = pseudonym(dev_keyring.derive(f"pseudonym/restricted/{kind}"), kind, norm)
+    assert want in df["from_user"].to_list()

@@ -83,6 +83,11 @@ class CsvFile:
             encoding = "utf-16"
         else:
             encoding = "utf-8"
+            try:
+                head.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                if exc.start < len(head) - 4:  # not just a character cut at the sniff's end
+                    encoding = "cp1252"
         if b"\x00" in head and encoding == "utf-8":
             raise InputError("the file is binary, not a CSV export")
         text = head.decode(encoding, errors="replace").lstrip("\ufeff")
@@ -206,8 +211,12 @@ class CsvFile:
                 )
                 yield self._batch(table, next_row, ragged)
         except (pa.ArrowInvalid, OSError, EOFError, zlib.error, UnicodeDecodeError) as exc:
+            # Arrow's message for invalid UTF-8 names the problem, never the bytes.
+            bad_encoding = isinstance(exc, UnicodeDecodeError) or "UTF8" in str(exc)
             raise InputError(
-                f"the file could not be read to its end ({type(exc).__name__})"
+                f"the file could not be read to its end ({type(exc).__name__}"
+                f"{': not valid ' + self.encoding if bad_encoding else ''})",
+                bad_encoding=bad_encoding,
             ) from None
 
     def _batch(
