@@ -24,7 +24,7 @@ from datetime import datetime  # noqa: F401 - used by the doctest above
 from typing import Any, Literal
 
 import polars as pl
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from anonymize.identifiers import (
     is_phone_uri,
@@ -34,6 +34,7 @@ from anonymize.identifiers import (
     uri_domain,
 )
 from anonymize.keys import KeyRing
+from anonymize.web import generalize_ip_value, url_host, url_template_value, user_agent_parts
 
 # Output type of an operator: a fixed name, or "same" (the input column's type).
 OutputType = str
@@ -364,3 +365,63 @@ def pool_region(expr: pl.Expr, *, options: NoOptions, ctx: OpContext) -> pl.Expr
 def present(expr: pl.Expr, *, options: NoOptions, ctx: OpContext | None) -> pl.Expr:
     """Keep only whether the column has a value (e.g. "went through an edge server")."""
     return expr.is_not_null()
+
+
+# --- web and IIS logs -----------------------------------------------------------------------
+
+
+class GeneralizeIpOptions(Options):
+    ipv4_prefix: int = Field(default=24, ge=8, le=30)
+    ipv6_prefix: int = Field(default=48, ge=16, le=64)
+
+
+@register("generalize_ip", options=GeneralizeIpOptions, accepts={"string"}, output="string")
+def generalize_ip(expr: pl.Expr, *, options: GeneralizeIpOptions, ctx: OpContext | None) -> pl.Expr:
+    """Truncate addresses to their network (IPv4 /24, IPv6 /48 by default), chains included.
+
+    Anything that is not an address (a host name) becomes null.
+    """
+    v4, v6 = options.ipv4_prefix, options.ipv6_prefix
+    memo = ctx.cache(f"generalize_ip/{v4}/{v6}") if ctx is not None else None
+    return map_unique(
+        expr, lambda v: generalize_ip_value(v, v4, v6), return_dtype=pl.String(), cache=memo
+    )
+
+
+class UrlTemplateOptions(Options):
+    allow_query: tuple[str, ...] = ()
+
+
+@register("url_template", options=UrlTemplateOptions, accepts={"string"}, output="string")
+def url_template(expr: pl.Expr, *, options: UrlTemplateOptions, ctx: OpContext | None) -> pl.Expr:
+    """A request path as a template; only allowlisted query keys keep their values."""
+    allow = options.allow_query
+    memo = ctx.cache(f"url_template/{allow}") if ctx is not None else None
+    return map_unique(
+        expr, lambda v: url_template_value(v, allow), return_dtype=pl.String(), cache=memo
+    )
+
+
+@register("url_host", options=NoOptions, accepts={"string"}, output="string")
+def url_host_op(expr: pl.Expr, *, options: NoOptions, ctx: OpContext | None) -> pl.Expr:
+    """Keep only the host of a URL (a referer's search terms and tokens are dropped)."""
+    memo = ctx.cache("url_host") if ctx is not None else None
+    return map_unique(expr, url_host, return_dtype=pl.String(), cache=memo)
+
+
+class UserAgentOptions(Options):
+    part: Literal["browser", "browser_major", "os", "device_class"]
+    plus_is_space: bool = False
+
+
+_UA_PART = {"browser": 0, "browser_major": 1, "os": 2, "device_class": 3}
+
+
+@register("user_agent", options=UserAgentOptions, accepts={"string"}, output="string")
+def user_agent(expr: pl.Expr, *, options: UserAgentOptions, ctx: OpContext | None) -> pl.Expr:
+    """One part of a parsed user agent (ua-parser): browser, its major version, OS, device class."""
+    i, plus = _UA_PART[options.part], options.plus_is_space
+    memo = ctx.cache(f"user_agent/{options.part}/{plus}") if ctx is not None else None
+    return map_unique(
+        expr, lambda v: user_agent_parts(v, plus)[i], return_dtype=pl.String(), cache=memo
+    )
