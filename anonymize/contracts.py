@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from anonymize.errors import ContractError
 
-ColumnType = Literal["string", "int", "bit", "datetime", "guid"]
+ColumnType = Literal["string", "int", "bit", "datetime", "guid", "ip"]
 PrivacyClass = Literal["PD", "QI", "SAFE"]
 
 

@@ -42,6 +42,7 @@ OutputType = str
 INPUT_TO_OUTPUT_TYPE = {
     "string": "string",
     "guid": "string",
+    "ip": "string",
     "int": "int",
     "bit": "bool",
     "datetime": "datetime",
@@ -375,7 +376,7 @@ class GeneralizeIpOptions(Options):
     ipv6_prefix: int = Field(default=48, ge=16, le=64)
 
 
-@register("generalize_ip", options=GeneralizeIpOptions, accepts={"string"}, output="string")
+@register("generalize_ip", options=GeneralizeIpOptions, accepts={"string", "ip"}, output="string")
 def generalize_ip(expr: pl.Expr, *, options: GeneralizeIpOptions, ctx: OpContext | None) -> pl.Expr:
     """Truncate addresses to their network (IPv4 /24, IPv6 /48 by default), chains included.
 

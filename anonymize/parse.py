@@ -82,7 +82,20 @@ def parse_guid(expr: pl.Expr) -> pl.Expr:
     return pl.when(s.str.contains(_GUID)).then(s).otherwise(None)
 
 
+_IP = r"^(?:\d{1,3}(?:\.\d{1,3}){3}|\[?[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*\]?(?:%[\w.\-]+)?)$"
+
+
+def parse_ip(expr: pl.Expr) -> pl.Expr:
+    """An IPv4 or IPv6 address as written (brackets and zone allowed); null when it is not one.
+
+    A shape check, vectorised; ``generalize_ip`` validates each unique value with ``ipaddress``.
+    """
+    s = expr.str.strip_chars()
+    return pl.when(s.str.contains(_IP)).then(s).otherwise(None)
+
+
 _PARSERS = {
+    "ip": parse_ip,
     "datetime": parse_datetime,
     "bit": parse_bit,
     "int": parse_int,

@@ -1,0 +1,273 @@
+"""Readers for web-server access logs: Apache/nginx (combined, common) and IIS W3C extended.
+
+Lines are read in chunks (bounded memory) and parsed with polars regular expressions over the
+whole chunk, not a Python loop per line. What no layout explains (a corrupted line, a line with
+the wrong number of IIS fields, data before any ``#Fields:``) comes back as a rejected line with
+a reason, never dropped.
+
+Apache / nginx: the address field may be a host name, an IPv6 address, a vhost prefix
+(``%v %h``), an X-Forwarded-For chain (``10.0.0.2, 10.0.0.1, 85.181.35.98``) or a quoted chain
+before the address; the request line may be ``"-"`` or ``""``; trailing extra fields are kept in
+``extra``; ``\\xhh`` escapes are decoded (on the unique values that have one).
+
+IIS: a ``#Fields:`` directive may appear anywhere and changes the layout from there; ``-`` is
+empty; values keep IIS's ``+`` for spaces (operators decide, e.g. ``user_agent`` with
+``plus_is_space``); times are UTC.
+
+Examples
+--------
+>>> import tempfile, pathlib
+>>> p = pathlib.Path(tempfile.mkdtemp()) / "access.log"
+>>> _ = p.write_text('::1 - - [26/Dec/2016:16:16:29 +0200] "GET /a HTTP/1.1" 404 209\\n')
+>>> log = AccessLog.open(p)
+>>> log.format
+'apache'
+>>> [(c.good.height, c.rejected.height) for c in log.chunks()]
+[(1, 0)]
+"""
+
+from __future__ import annotations
+
+import codecs
+import gzip
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+
+from anonymize.errors import InputError
+
+LINE = "_line"  # 1-based physical line number
+RAW = "_raw_line"
+REASON = "_reason"
+
+APACHE_COLUMNS = (
+    "vhost", "forwarded_for", "client", "ident", "user", "time", "request", "method", "path",
+    "protocol", "status", "bytes", "referer", "user_agent", "extra",
+)  # fmt: skip
+
+_QUOTED = r'"((?:[^"\\]|\\.)*)"'
+_APACHE = re.compile(
+    r"^(?P<prefix>.*?) (?P<ident>\S+) (?P<user>\S+) \[(?P<time>[^\]]+)\] "
+    + _QUOTED.replace("(", "(?P<request>", 1)
+    + r" (?P<status>\d{3}) (?P<bytes>\d+|-)"
+    + r"(?: "
+    + _QUOTED.replace("(", "(?P<referer>", 1)
+    + r" "
+    + _QUOTED.replace("(", "(?P<user_agent>", 1)
+    + r")?(?P<extra>.*)$"
+)
+# The address part: "<first> <client>" where <first> is a vhost or an X-Forwarded-For chain
+# (quoted or not); a bare chain ("a, b, c") is the client itself.
+_PREFIX = r'^(?P<first>.*[^,\s])\s+(?P<client>[^\s,"]+)$'
+_REQUEST = r"^(?P<method>[A-Za-z]+) (?P<path>\S+)(?: (?P<protocol>\S+))?$"
+_ESCAPE = re.compile(r'\\x([0-9a-fA-F]{2})|\\(["\\])|\\([nt])')
+
+
+def _unescape(value: str) -> str:
+    """Undo Apache's and nginx's escaping (``\\xhh``, ``\\"``, ``\\\\``, ``\\n``, ``\\t``)."""
+
+    def one(m: re.Match[str]) -> str:
+        if m.group(1):
+            return chr(int(m.group(1), 16))
+        if m.group(2):
+            return m.group(2)
+        return "\n" if m.group(3) == "n" else "\t"
+
+    return _ESCAPE.sub(one, value)
+
+
+@dataclass
+class Chunk:
+    """Parsed lines (strings, one column per field) and rejected lines (raw, with a reason)."""
+
+    good: pl.DataFrame
+    rejected: pl.DataFrame
+
+
+def _rejected(lines: pl.DataFrame, reason: str | pl.Expr) -> pl.DataFrame:
+    r = pl.lit(reason) if isinstance(reason, str) else reason
+    return lines.select(pl.col(LINE), pl.col(RAW), r.alias(REASON))
+
+
+def _empty_rejected() -> pl.DataFrame:
+    return pl.DataFrame(schema={LINE: pl.Int64, RAW: pl.String, REASON: pl.String})
+
+
+def parse_apache(lines: pl.DataFrame) -> Chunk:
+    """Parse combined / common lines (with their variants) in one vectorised pass."""
+    parsed = lines.with_columns(pl.col(RAW).str.extract_groups(_APACHE.pattern).alias("_m"))
+    ok = pl.col("_m").struct.field("status").is_not_null()
+    bad = _rejected(parsed.filter(~ok), "unparseable_line")
+    g = parsed.filter(ok).select(pl.col(LINE), pl.col("_m").struct.unnest())
+    prefix = pl.col("prefix").str.extract_groups(_PREFIX)
+    first = prefix.struct.field("first")
+    is_chain = first.str.contains(",") | first.str.starts_with('"')
+    request = pl.col("request").str.extract_groups(_REQUEST)
+    g = g.with_columns(
+        pl.when(first.is_not_null() & ~is_chain).then(first).alias("vhost"),
+        pl.when(is_chain).then(first.str.strip_chars('"')).alias("forwarded_for"),
+        pl.coalesce(prefix.struct.field("client"), pl.col("prefix")).alias("client"),
+        request.struct.field("method").alias("method"),
+        request.struct.field("path").alias("path"),
+        request.struct.field("protocol").alias("protocol"),
+        pl.col("extra").str.strip_chars(),
+    )
+    # "-" and "" mean "no value" in every field of these formats.
+    g = g.with_columns(
+        pl.when(pl.col(c).is_in(["-", ""])).then(None).otherwise(pl.col(c)).alias(c)
+        for c in APACHE_COLUMNS
+    )
+    escaped = [c for c in ("request", "path", "referer", "user_agent", "user") if c in g.columns]
+    for c in escaped:
+        col = g[c]
+        has_escape = col.str.contains("\\", literal=True)
+        if has_escape.any():
+            uniq = col.filter(has_escape).unique()
+            mapping = pl.DataFrame({"k": uniq, "v": [_unescape(v) for v in uniq.to_list()]})
+            joined = g.select(pl.col(c).alias("k")).join(
+                mapping, on="k", how="left", maintain_order="left"
+            )
+            g = g.with_columns(pl.coalesce(joined["v"], pl.col(c)).alias(c))
+    return Chunk(g.select(LINE, *APACHE_COLUMNS), bad)
+
+
+class _IisState:
+    """The layout in force (the last ``#Fields:`` seen) and every layout seen before it."""
+
+    def __init__(self) -> None:
+        self.fields: list[str] | None = None
+        self.seen: list[list[str]] = []
+
+    def set(self, fields: list[str]) -> None:
+        self.fields = fields
+        self.seen = [f for f in self.seen if f != fields] + [fields]
+
+    def layout_for(self, n: int) -> list[str] | None:
+        """The most recent layout with ``n`` fields (files appended from other servers)."""
+        return next((f for f in reversed(self.seen) if len(f) == n), None)
+
+
+def parse_iis(lines: pl.DataFrame, state: _IisState) -> Chunk:
+    """Parse W3C extended lines; each ``#Fields:`` starts a new layout for the lines after it."""
+    raw = pl.col(RAW)
+    lines = lines.with_columns(
+        raw.str.starts_with("#").alias("_directive"),
+        raw.str.starts_with("#Fields:").cum_sum().alias("_block"),
+    )
+    goods, bads = [], []
+    for _, part in lines.group_by("_block", maintain_order=True):
+        directives = part.filter(pl.col("_directive") & pl.col(RAW).str.starts_with("#Fields:"))
+        for directive in directives[RAW]:
+            state.set(directive.removeprefix("#Fields:").split())
+        data = part.filter(~pl.col("_directive") & (pl.col(RAW).str.strip_chars() != ""))
+        if not data.height:
+            continue
+        if not state.fields:
+            bads.append(_rejected(data, "no_fields_directive"))
+            continue
+        split = data.with_columns(
+            pl.col(RAW).str.strip_chars_end("\r").str.split(" ").alias("_p")
+        ).with_columns(pl.col("_p").list.len().alias("_n"))
+        # Lines of the layout in force first; a line with another count takes the most recent
+        # earlier layout of that count, if any (logs appended from several servers).
+        for (n,), group in split.group_by("_n", maintain_order=True):
+            fields = state.fields if n == len(state.fields) else state.layout_for(n)
+            if fields is None:
+                bads.append(_rejected(group, "field_count"))
+                continue
+            goods.append(
+                group.select(
+                    pl.col(LINE),
+                    *[
+                        pl.col("_p").list.get(i).replace("-", None).alias(name)
+                        for i, name in enumerate(fields)
+                    ],
+                )
+            )
+    good = (
+        pl.concat(goods, how="diagonal").sort(LINE)
+        if goods
+        else pl.DataFrame(schema={LINE: pl.Int64})
+    )
+    bad = pl.concat(bads) if bads else _empty_rejected()
+    return Chunk(good, bad)
+
+
+@dataclass
+class AccessLog:
+    """An access log, sniffed: compression, encoding and format (``apache`` or ``iis``)."""
+
+    path: Path
+    gzip: bool
+    encoding: str
+    format: str
+
+    @classmethod
+    def open(cls, path: Path) -> AccessLog:
+        path = Path(path)
+        try:
+            with open(path, "rb") as fh:
+                is_gz = fh.read(2) == b"\x1f\x8b"
+            with (gzip.open if is_gz else open)(path, "rb") as fh:
+                head = fh.read(1 << 16)
+        except (OSError, EOFError) as exc:
+            raise InputError(f"cannot read the file ({type(exc).__name__})") from None
+        if not head.strip():
+            raise InputError("the file is empty")
+        if b"\x00" in head:
+            raise InputError("the file is binary, not an access log")
+        encoding = "utf-8"
+        try:
+            head.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            if exc.start < len(head) - 4:
+                encoding = "cp1252"
+        first = head.decode(encoding, errors="replace").lstrip("\ufeff").lstrip()
+        if first.startswith(("#Software:", "#Version:", "#Date:", "#Fields:")):
+            fmt = "iis"
+        else:
+            sample = first.splitlines()[:20]
+            if not any(_APACHE.match(line) for line in sample):
+                raise InputError(
+                    "not an access log: no line of the first 20 is in the Apache/nginx "
+                    "combined or common format, and there is no IIS #Fields directive"
+                )
+            fmt = "apache"
+        return cls(path, is_gz, encoding, fmt)
+
+    def chunks(self, lines_per_chunk: int = 200_000) -> Iterator[Chunk]:
+        """Parse the file chunk by chunk, in order. Raises InputError if it breaks half-way."""
+        state = _IisState()
+        line_no = 0
+        opener = gzip.open if self.gzip else open
+        decoder = codecs.getincrementaldecoder(self.encoding)(errors="strict")
+        try:
+            with opener(self.path, "rb") as fh:
+                while True:
+                    block = fh.readlines(lines_per_chunk * 256)
+                    if not block:
+                        break
+                    text = decoder.decode(b"".join(block))
+                    lines = (
+                        text.lstrip("\ufeff").splitlines() if line_no == 0 else text.splitlines()
+                    )
+                    frame = pl.DataFrame(
+                        {
+                            LINE: pl.int_range(line_no + 1, line_no + len(lines) + 1, eager=True),
+                            RAW: pl.Series(lines, dtype=pl.String),
+                        }
+                    )
+                    line_no += len(lines)
+                    if self.format == "apache":
+                        frame = frame.filter(pl.col(RAW).str.strip_chars() != "")
+                        yield parse_apache(frame)
+                    else:
+                        yield parse_iis(frame, state)
+        except (OSError, EOFError, UnicodeDecodeError) as exc:
+            raise InputError(
+                f"the file could not be read to its end ({type(exc).__name__})",
+                bad_encoding=isinstance(exc, UnicodeDecodeError),
+            ) from None
