@@ -350,3 +350,54 @@ def plan_inputs(files: list[tuple[str, str]], policy: Policy) -> list[PlannedFil
             duplicate_of = None if duplicate_of == path else duplicate_of
         planned.append(PlannedFile(path, family, contract, dataset, priority, sha, duplicate_of))
     return sorted(planned, key=lambda p: (-p.priority, p.path))
+
+
+def priority_groups(planned: list[PlannedFile]) -> list[list[PlannedFile]]:
+    """Planned files in groups of equal priority, highest first.
+
+    Files of one group are independent (they may run in parallel); a group needs the session
+    keys of the groups before it (``skip_keys``) to filter sessions those already published.
+    """
+    groups: dict[int, list[PlannedFile]] = {}
+    for p in planned:
+        groups.setdefault(p.priority, []).append(p)
+    return [groups[k] for k in sorted(groups, reverse=True)]
+
+
+def run_local(
+    landing: Path, out: Path, *, policy: Policy, keyring: KeyRing, run_id: str
+) -> tuple[list[FileResult], list[str]]:
+    """Process a landing zone in this process, without Prefect, and publish; for tests and tools.
+
+    Returns the file results and the published partitions. The flow in ``flows/nightly.py`` does
+    the same with one Prefect task per file, a manifest and a report.
+    """
+    from anonymize.publish import QUARANTINE, STAGING, discover, publish_partitions
+
+    landing, out = Path(landing), Path(out)
+    staging, quarantine = out / STAGING / run_id, out / QUARANTINE / run_id
+    results: list[FileResult] = []
+    keys: dict[str, list[str]] = {}
+    for group in priority_groups(plan_inputs(discover(landing), policy)):
+        done = [
+            process_file(
+                Path(p.path),
+                family=p.family,
+                policy=policy,
+                keyring=keyring,
+                staging=staging,
+                quarantine=quarantine,
+                landing=landing,
+                skip_keys=list(keys.get(p.dataset or "", [])) or None,
+                sha256=p.sha256,
+                duplicate_of=p.duplicate_of,
+            )
+            for p in group
+        ]
+        for r in done:
+            if r.keys_path and r.dataset:
+                keys.setdefault(r.dataset, []).append(r.keys_path)
+        results += done
+    published = publish_partitions(staging, out, run_id)
+    shutil.rmtree(staging, ignore_errors=True)
+    return results, published

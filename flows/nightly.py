@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict
 from anonymize import __version__
 from anonymize.errors import CdranonError
 from anonymize.keys import KeyRing
-from anonymize.pipeline import PlannedFile, plan_inputs, process_file
+from anonymize.pipeline import PlannedFile, plan_inputs, priority_groups, process_file
 from anonymize.policy import DEFAULT_POLICY, Policy, load_policy
 from anonymize.publish import (
     QUARANTINE,
@@ -184,16 +184,13 @@ def cdranon_run(params: RunParams) -> dict:
     try:
         planned = discover_task(params)
         # Higher-priority kinds first: their session keys filter duplicates in the next group.
-        groups: dict[int, list[PlannedFile]] = defaultdict(list)
-        for p in planned:
-            groups[p.priority].append(p)
         keys_by_dataset: dict[str, list[str]] = defaultdict(list)
-        for priority in sorted(groups, reverse=True):
+        for group in priority_groups(planned):
             futures = [
                 process_task.submit(
                     p, params, run_id, list(keys_by_dataset.get(p.dataset or "", []))
                 )
-                for p in groups[priority]
+                for p in group
             ]
             group_results = [f.result() for f in futures]  # raises if any task failed
             for r in group_results:

@@ -8,8 +8,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from anonymize.pipeline import plan_inputs, process_file
-from anonymize.publish import discover, publish_partitions
+from anonymize.pipeline import run_local
 
 
 def _all_output_text(out: Path) -> str:
@@ -25,24 +24,7 @@ def _all_output_text(out: Path) -> str:
 
 
 def _run_library(landing: Path, out: Path, policy, keyring) -> list:
-    results, keys = [], []
-    for p in plan_inputs(discover(landing), policy):
-        r = process_file(
-            Path(p.path),
-            family=p.family,
-            policy=policy,
-            keyring=keyring,
-            staging=out / "_staging" / "r",
-            quarantine=out / "_quarantine" / "r",
-            landing=landing,
-            skip_keys=list(keys) if p.priority == 1 else None,
-            sha256=p.sha256,
-            duplicate_of=p.duplicate_of,
-        )
-        if r.keys_path and p.priority == 2:
-            keys.append(r.keys_path)
-        results.append(r)
-    publish_partitions(out / "_staging" / "r", out, "r")
+    results, _ = run_local(landing, out, policy=policy, keyring=keyring, run_id="r")
     return results
 
 
