@@ -11,8 +11,9 @@ bits ``0``/``1``/``True``/``False``; GUIDs in either case, with or without brace
 Examples
 --------
 >>> import polars as pl
->>> parse_datetime(pl.lit("2024-03-01 09:41:07.250")).meta.output_name()
-'literal'
+>>> raw = pl.Series(["2024-03-01 09:41:07.250", "3/1/2024 9:41:07 AM", "x"])
+>>> parse_datetime_series(raw).to_list()
+[datetime.datetime(2024, 3, 1, 9, 41, 7, 250000), datetime.datetime(2024, 3, 1, 9, 41, 7), None]
 """
 
 from __future__ import annotations
@@ -33,18 +34,10 @@ _DATETIME_FORMATS = (
 _GUID = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
 
 
-def parse_datetime(expr: pl.Expr) -> pl.Expr:
-    """Parse a naive-UTC datetime string in any of the accepted forms; null when none fits.
-
-    The expression form tries every format; ``type_frame`` uses ``parse_datetime_series``,
-    which tries the next format only for the values the previous ones left unparsed.
-    """
-    s = expr.str.strip_chars()
-    return pl.coalesce([s.str.strptime(_DT, fmt, strict=False) for fmt in _DATETIME_FORMATS])
-
-
 def parse_datetime_series(raw: pl.Series, first: pl.Series | None = None) -> pl.Series:
-    """Parse a column of datetime strings: the common form first, the others only if needed.
+    """Parse naive-UTC datetime strings in any accepted form; null when none fits.
+
+    The common form is tried on the whole column; each other form only while values are left.
 
     ``first`` is the column already parsed with the common form, when the caller has it.
     """
@@ -96,7 +89,6 @@ def parse_ip(expr: pl.Expr) -> pl.Expr:
 
 _PARSERS = {
     "ip": parse_ip,
-    "datetime": parse_datetime,
     "bit": parse_bit,
     "int": parse_int,
     "guid": parse_guid,

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import csv
 import gzip
+from datetime import datetime
 from pathlib import Path
 
 import polars as pl
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from anonymize.identifiers import normalize_identifier, pseudonym
 from anonymize.pipeline import process_file
@@ -277,3 +280,29 @@ def test_ansi_code_page_exports_are_read(tmp_path, policy, dev_keyring, filler_r
     kind, norm = normalize_identifier("josé.núñez@contoso.com")
     want = pseudonym(dev_keyring.derive(f"pseudonym/restricted/{kind}"), kind, norm)
     assert want in df["from_user"].to_list()
+
+
+@given(
+    st.lists(
+        st.datetimes(min_value=datetime(1990, 1, 1), max_value=datetime(2090, 1, 1)).map(
+            lambda d: d.replace(microsecond=d.microsecond // 1000 * 1000)
+        ),
+        min_size=1,
+        max_size=20,
+    ),
+    st.data(),
+)
+def test_datetime_forms_parse_to_the_same_instant(values, data):
+    """ISO with or without ms or T, and en-US Export-Csv (to the second), mixed in one column."""
+    from anonymize.parse import parse_datetime_series
+
+    forms = [
+        lambda d: d.strftime("%Y-%m-%d %H:%M:%S.") + f"{d.microsecond // 1000:03d}",
+        lambda d: d.strftime("%Y-%m-%dT%H:%M:%S.") + f"{d.microsecond // 1000:03d}",
+        lambda d: f"{d.month}/{d.day}/{d.year} {d.hour % 12 or 12}:{d:%M:%S} {d:%p}",
+    ]
+    picks = [data.draw(st.integers(0, 2)) for _ in values]
+    raw = pl.Series([forms[i](v) for i, v in zip(picks, values, strict=True)])
+    got = parse_datetime_series(raw).to_list()
+    for v, i, g in zip(values, picks, got, strict=True):
+        assert g == (v.replace(microsecond=0) if i == 2 else v)
