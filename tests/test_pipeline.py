@@ -306,3 +306,30 @@ def test_datetime_forms_parse_to_the_same_instant(values, data):
     got = parse_datetime_series(raw).to_list()
     for v, i, g in zip(values, picks, got, strict=True):
         assert g == (v.replace(microsecond=0) if i == 2 else v)
+
+
+def test_quoted_newlines_and_blank_runs_survive_chunking(tmp_path):
+    """Chunks are cut only at line ends outside quotes, whatever the chunk size."""
+    from anonymize.sources.csvfile import CsvFile
+
+    rows = [f'{i},"multi\nline, with ""quotes"" {i}",x' for i in range(300)]
+    text = "A,B,C\n" + "\n".join(rows[:150]) + "\n\n\n" + "\n".join(rows[150:]) + "\n"
+    path = tmp_path / "q.csv"
+    path.write_text(text)
+    for chunk_bytes in (64, 1000, 1 << 20):
+        frames = [b.frame for b in CsvFile.open(path).batches(70, chunk_bytes=chunk_bytes)]
+        df = pl.concat(frames)
+        assert df.height == 300
+        assert df["B"][7] == 'multi\nline, with "quotes" 7'
+        assert [f.height for f in frames] == [70, 70, 70, 70, 20]
+
+
+def test_a_quoted_value_longer_than_a_chunk(tmp_path):
+    from anonymize.sources.csvfile import CsvFile
+
+    long = "x\n" * 500
+    path = tmp_path / "long.csv"
+    path.write_text(f'A,B\n1,"{long}"\n2,y\n')
+    df = pl.concat(b.frame for b in CsvFile.open(path).batches(10, chunk_bytes=64))
+    assert df["A"].to_list() == ["1", "2"]
+    assert df["B"][0] == long
