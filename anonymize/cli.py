@@ -130,6 +130,32 @@ def synth(
     out_console.print(f"wrote {rows} synthetic sessions over {days} day(s) under {out / 'lync'}")
 
 
+@app.command("check-policy")
+def check_policy(
+    policy: Annotated[
+        Path | None, typer.Argument(help="Policy YAML (default: the shipped one).")
+    ] = None,
+) -> None:
+    """Check a policy against the contracts without running anything; list every problem."""
+    from anonymize.policy import DEFAULT_POLICY, load_policy
+
+    try:
+        loaded = load_policy(policy or DEFAULT_POLICY)
+    except CdranonError as exc:
+        _fail(EXIT_REFUSED_TO_START, str(exc))
+    table = Table(title=f"policy {loaded.version} (sha256 {loaded.hash[:12]}): ok", show_edge=False)
+    for col in ("dataset", "contracts", "outputs", "dropped"):
+        table.add_column(col)
+    for ds in loaded.datasets.values():
+        table.add_row(
+            ds.name,
+            ", ".join(c.name for c in ds.contracts),
+            str(len(ds.rules)),
+            str(len(ds.dropped)),
+        )
+    out_console.print(table)
+
+
 @app.command()
 def keygen() -> None:
     """Print a new random master key (hex). Keep it secret; set it as CDRANON_MASTER_KEY."""

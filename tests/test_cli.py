@@ -94,3 +94,16 @@ def test_full_run_publishes_and_an_empty_landing_publishes_nothing(
     assert not list((tmp_path / "o2").rglob("*.parquet"))
     assert os.listdir(tmp_path / "o2" / "_manifests")  # the manifest still says what happened
     assert Path(tmp_path / "o2").exists()
+
+
+def test_check_policy(tmp_path):
+    ok = runner.invoke(app, ["check-policy"])
+    assert ok.exit_code == 0
+    assert "lync_sessions" in ok.output
+    doc = yaml.safe_load(DEFAULT_POLICY.read_text())
+    doc["datasets"]["lync_sessions"]["columns"]["ToPhone"] = "keep"
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(doc))
+    refused = runner.invoke(app, ["check-policy", str(bad)])
+    assert refused.exit_code == EXIT_REFUSED_TO_START
+    assert "keep is not allowed on ToPhone" in refused.output
