@@ -9,6 +9,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
+
+# No per-example deadline: on a busy two-core CI machine a first call (phonenumbers metadata,
+# ua-parser tables) can take longer than hypothesis's 200 ms and fail for no reason.
+settings.register_profile("cdranon", deadline=None, print_blob=True)
+settings.load_profile("cdranon")
 
 # Before anything imports Prefect: its home (database, result storage) lives in a temporary folder,
 # so no test reads a cache or result of an earlier session and nothing lands in the checkout.
