@@ -11,19 +11,19 @@ from pathlib import Path
 import pytest
 from hypothesis import settings
 
+from anonymize.keys import KeyRing
+from anonymize.policy import DEFAULT_POLICY, Policy, load_policy
+from anonymize.synth import World, generate_lync
+
 # No per-example deadline: on a busy two-core CI machine a first call (phonenumbers metadata,
 # ua-parser tables) can take longer than hypothesis's 200 ms and fail for no reason.
 settings.register_profile("cdranon", deadline=None, print_blob=True)
 settings.load_profile("cdranon")
 
-# Before anything imports Prefect: its home (database, result storage) lives in a temporary folder,
+# Before anything imports Prefect (the library never does): its home (database, result storage) lives in a temporary folder,
 # so no test reads a cache or result of an earlier session and nothing lands in the checkout.
 os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="cdranon-test-prefect-")
 os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
-
-from anonymize.keys import KeyRing
-from anonymize.policy import DEFAULT_POLICY, Policy, load_policy
-from anonymize.synth import World, generate_lync
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "data" / "sample"
