@@ -20,8 +20,9 @@ from anonymize.synth import World, generate_lync
 settings.register_profile("cdranon", deadline=None, print_blob=True)
 settings.load_profile("cdranon")
 
-# Before anything imports Prefect (the library never does): its home (database, result storage) lives in a temporary folder,
-# so no test reads a cache or result of an earlier session and nothing lands in the checkout.
+# Before anything imports Prefect (the library never does): its home (database, result storage)
+# lives in a temporary folder, so no test reads a cache or result of an earlier session and
+# nothing lands in the checkout.
 os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="cdranon-test-prefect-")
 os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
 
