@@ -58,9 +58,13 @@ def sample_landing(tmp_path: Path) -> Path:
     return target
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def prefect_harness() -> Iterator[None]:
-    """One temporary Prefect server for the whole session (PREFECT_HOME is temporary, above)."""
+    """A temporary Prefect server for the flow tests (PREFECT_HOME is temporary, above).
+
+    Module-scoped, and only tests/test_flow.py uses it: the server and its threads are gone
+    before the other modules' property tests run.
+    """
     from prefect.testing.utilities import prefect_test_harness
 
     with prefect_test_harness(server_startup_timeout=120):

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import pytest
 import yaml
 from typer.testing import CliRunner
 
-from anonymize.cli import EXIT_NOT_PUBLISHED, EXIT_REFUSED_TO_START, app
+from anonymize.cli import EXIT_REFUSED_TO_START, app
 from anonymize.keys import ENV_VAR, parse_key
 from anonymize.policy import DEFAULT_POLICY
 
@@ -69,31 +66,6 @@ def test_synth_is_reproducible(tmp_path):
     assert files_a
     for rel in files_a:
         assert (tmp_path / "a" / rel).read_bytes() == (tmp_path / "b" / rel).read_bytes()
-
-
-@pytest.mark.flow
-def test_full_run_publishes_and_an_empty_landing_publishes_nothing(
-    prefect_harness, sample_landing, tmp_path
-):
-    out = tmp_path / "out"
-    result = runner.invoke(
-        app, ["run", "--landing", str(sample_landing), "--out", str(out), "--dev-key"]
-    )
-    assert result.exit_code == 0, result.output
-    assert "NOT for sharing" in result.output
-    assert list((out / "restricted" / "lync_sessions").rglob("*.parquet"))
-    assert not (out / "_staging").exists()
-
-    empty = tmp_path / "empty"
-    (empty / "lync").mkdir(parents=True)
-    result = runner.invoke(
-        app, ["run", "--landing", str(empty), "--out", str(tmp_path / "o2"), "--dev-key"]
-    )
-    assert result.exit_code == EXIT_NOT_PUBLISHED
-    assert "nothing was published" in result.output
-    assert not list((tmp_path / "o2").rglob("*.parquet"))
-    assert os.listdir(tmp_path / "o2" / "_manifests")  # the manifest still says what happened
-    assert Path(tmp_path / "o2").exists()
 
 
 def test_check_policy(tmp_path):

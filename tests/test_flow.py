@@ -6,12 +6,15 @@ import json
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
+from anonymize.cli import EXIT_NOT_PUBLISHED, app
 from anonymize.contracts import load_contract
 from anonymize.synth import make_world
 from flows.nightly import RunParams, cdranon_run
 
 pytestmark = pytest.mark.flow
+runner = CliRunner()
 
 
 def _add_bad_file(landing: Path) -> None:
@@ -98,3 +101,26 @@ def test_master_key_from_a_prefect_secret_block(
     manifest = json.loads(Path(summary["manifest"]).read_text())
     assert manifest["key"]["key_id"] == KeyRing(bytes.fromhex(key)).key_id
     assert key not in Path(summary["manifest"]).read_text()
+
+
+def test_full_run_publishes_and_an_empty_landing_publishes_nothing(
+    prefect_harness, sample_landing, tmp_path
+):
+    out = tmp_path / "out"
+    result = runner.invoke(
+        app, ["run", "--landing", str(sample_landing), "--out", str(out), "--dev-key"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "NOT for sharing" in result.output
+    assert list((out / "restricted" / "lync_sessions").rglob("*.parquet"))
+    assert not (out / "_staging").exists()
+
+    empty = tmp_path / "empty"
+    (empty / "lync").mkdir(parents=True)
+    result = runner.invoke(
+        app, ["run", "--landing", str(empty), "--out", str(tmp_path / "o2"), "--dev-key"]
+    )
+    assert result.exit_code == EXIT_NOT_PUBLISHED
+    assert "nothing was published" in result.output
+    assert not list((tmp_path / "o2").rglob("*.parquet"))
+    assert list((tmp_path / "o2" / "_manifests").glob("*.json"))  # the manifest says what happened

@@ -88,7 +88,9 @@ def test_url_template(url, allow, want):
 segment = st.one_of(
     st.from_regex(r"[a-z]{1,10}", fullmatch=True),
     st.emails(),
-    st.uuids().map(str),
+    st.from_regex(
+        r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}", fullmatch=True
+    ),
     st.integers(10_000, 10**16).map(str),
     st.from_regex(r"[A-Za-z0-9]{20,30}", fullmatch=True),
 )
