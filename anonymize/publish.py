@@ -96,6 +96,14 @@ def write_manifest(out: Path, run_id: str, manifest: dict) -> Path:
     return target
 
 
+def _sum_reasons(results: list[dict], key: str) -> dict[str, int]:
+    total: dict[str, int] = {}
+    for r in results:
+        for reason, n in r[key].items():
+            total[reason] = total.get(reason, 0) + n
+    return dict(sorted(total.items()))
+
+
 def build_manifest(
     *,
     run_id: str,
@@ -143,6 +151,11 @@ def build_manifest(
             "rows_quarantined": total("rows_quarantined"),
             "rows_filtered": total("rows_filtered"),
         },
+        "quarantine": {
+            "folder": f"{QUARANTINE}/{run_id}",
+            "rows_by_reason": _sum_reasons(processed, "rows_quarantined"),
+        },
+        "filtered_by_reason": _sum_reasons(processed, "rows_filtered"),
         "partitions_published": published,
         "inputs": inputs,
     }

@@ -51,6 +51,10 @@ def test_flow_refuses_the_odd_file_by_name_and_publishes_the_others(
         )
     assert manifest["totals"]["rows_published"] == 600  # every sampled session, once
     assert manifest["totals"]["rows_filtered"] > 0  # the VoIP rows replaced their session rows
+    assert manifest["filtered_by_reason"] == {
+        "duplicate_session": manifest["totals"]["rows_filtered"]
+    }
+    assert manifest["quarantine"]["rows_by_reason"] == {}
     assert not (out / "_staging").exists()
 
     # Nothing identifying in anything the run printed or logged.
