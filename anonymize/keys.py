@@ -140,10 +140,6 @@ class KeyRing:
         """Fingerprint of the master key; safe to write anywhere."""
         return key_id(self._master)
 
-    def derived_key_id(self, purpose: str) -> str:
-        """Fingerprint of one derived key."""
-        return key_id(self.derive(purpose))
-
     def __repr__(self) -> str:
         return f"KeyRing(key_id={self.key_id!r}, development={self.is_development})"
 
