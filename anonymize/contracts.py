@@ -36,6 +36,20 @@ class Column(BaseModel):
     aliases: tuple[str, ...] = ()
 
 
+class Lookup(BaseModel):
+    """A join source: an export that maps integer keys to the identifiers they stand for.
+
+    Its rows are never published. The pipeline keeps ``key`` -> pseudonym of ``value`` (never the
+    raw value) in the run's staging area, for the ``pseudonymize_lookup`` operator.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    key: str
+    value: str
+    kind: Literal["auto", "person", "phone"] = "auto"
+
+
 class Contract(BaseModel):
     """Every column one kind of export may carry."""
 
@@ -43,9 +57,13 @@ class Contract(BaseModel):
 
     name: str
     family: str
-    dataset: str
+    dataset: str | None = None
     priority: int = 1
     key: tuple[str, ...] = ()
+    # Connect XML responses: the report element that identifies this kind of response.
+    xml_element: str | None = None
+    # Set for join sources (Users, Phones, Connect users): read first, never published.
+    lookup: Lookup | None = None
     columns: tuple[Column, ...]
 
     @property
@@ -139,7 +157,7 @@ def load_output_schema(dataset: str) -> OutputSchema:
     return OutputSchema(**_read_yaml("output", f"{dataset}.yaml"))
 
 
-_COLUMN_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_ ()]{0,63}")
+_COLUMN_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_ ()\-]{0,63}")
 
 
 def safe_column_name(name: str, position: int) -> str:

@@ -25,7 +25,9 @@ from typing import Literal
 
 import phonenumbers
 
-IdentifierKind = Literal["person", "phone", "endpoint", "tenant", "infrastructure", "opaque"]
+IdentifierKind = Literal[
+    "person", "phone", "endpoint", "tenant", "infrastructure", "meeting", "opaque"
+]
 
 _SCHEMES = ("sips:", "sip:", "mailto:", "tel:")
 _EXT = re.compile(r"[;,]?\s*(?:ext|x|extension)\s*[=.:]?\s*(\d+)\s*$", re.IGNORECASE)
@@ -39,6 +41,7 @@ PREFIX: dict[str, str] = {
     "endpoint": "e",
     "tenant": "t",
     "infrastructure": "i",
+    "meeting": "m",
     "opaque": "x",
 }
 

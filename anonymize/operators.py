@@ -24,7 +24,7 @@ from datetime import datetime  # noqa: F401 - used by the doctest above
 from typing import Any, Literal
 
 import polars as pl
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from anonymize.identifiers import (
     is_phone_uri,
@@ -69,6 +69,8 @@ class OpContext:
     default_phone_region: str = "US"
     region_pools: dict[str, tuple[str, ...]] = field(default_factory=dict)
     scope: str = "restricted"
+    # Join sources of the run: contract name -> frame (key, pseudonym). Set per file.
+    lookups: dict[str, pl.DataFrame] = field(default_factory=dict, repr=False)
     _keys: dict[str, bytes] = field(default_factory=dict, repr=False)
     _caches: dict[str, dict[Any, Any]] = field(default_factory=dict, repr=False)
 
@@ -181,9 +183,9 @@ def drop(expr: pl.Expr, *, options: NoOptions, ctx: OpContext | None) -> pl.Expr
 
 
 class PseudonymizeOptions(Options):
-    kind: Literal["auto", "person", "phone", "endpoint", "tenant", "infrastructure", "opaque"] = (
-        "auto"
-    )
+    kind: Literal[
+        "auto", "person", "phone", "endpoint", "tenant", "infrastructure", "meeting", "opaque"
+    ] = "auto"
 
 
 @register("pseudonymize", options=PseudonymizeOptions, accepts={"string", "guid"}, output="string")
@@ -202,6 +204,55 @@ def pseudonymize(expr: pl.Expr, *, options: PseudonymizeOptions, ctx: OpContext)
     return map_unique(
         expr, one, return_dtype=pl.String(), cache=ctx.cache(f"pseudonymize/{options.kind}")
     )
+
+
+class PseudonymizeLookupOptions(Options):
+    lookup: str  # the contract name of a join source (connect_users, lync_users, lync_phones)
+
+    @field_validator("lookup")
+    @classmethod
+    def _is_join_source(cls, v: str) -> str:
+        from anonymize.contracts import all_contracts
+
+        names = sorted(c.name for c in all_contracts() if c.lookup is not None)
+        if v not in names:
+            raise ValueError(f"{v!r} is not a join source (known: {', '.join(names)})")
+        return v
+
+
+@register(
+    "pseudonymize_lookup",
+    options=PseudonymizeLookupOptions,
+    accepts={"string", "int"},
+    output="string",
+)
+def pseudonymize_lookup(
+    expr: pl.Expr, *, options: PseudonymizeLookupOptions, ctx: OpContext
+) -> pl.Expr:
+    """The pseudonym of the identifier a surrogate key stands for, through a join source.
+
+    ``UserId`` 42 resolved through the run's Users export gives the pseudonym of its SIP URI, the
+    same one a view export's ``FromUri`` gets. A key the join source does not have (no Users
+    export in the batch, a user created since) gets a pseudonym of the key itself, in a domain of
+    its own: counted as a distinct person, never linked, never null.
+    """
+    table = ctx.lookups.get(options.lookup)
+    name = options.lookup
+    key = ctx.key_for("opaque")
+
+    def fallback(value: str) -> str:
+        return pseudonym(key, "opaque", f"{name}:{value.strip().lower()}")
+
+    as_text = expr.cast(pl.String)
+    unresolved = map_unique(
+        as_text, fallback, return_dtype=pl.String(), cache=ctx.cache(f"lookup/{name}")
+    )
+    if table is None or not table.height:
+        return unresolved
+    resolved = as_text.str.strip_chars().replace_strict(
+        table["key"], table["pseudonym"], default=None, return_dtype=pl.String
+    )
+    return pl.coalesce(resolved, unresolved)
 
 
 # --- time -----------------------------------------------------------------------------------
@@ -341,6 +392,27 @@ def media_modalities(expr: pl.Expr, *, options: NoOptions, ctx: OpContext | None
     )
 
 
+def region_of_path(path: str, region_pools: dict[str, tuple[str, ...]]) -> str | None:
+    """The region of a landing-zone file from its folders: a region's name, or a server FQDN.
+
+    >>> pools = {"EMEA": ("*.uk.*",), "AMER": ("*.us.*",)}
+    >>> region_of_path("weblogs/EMEA/2026-11-23/access.log", pools)
+    'EMEA'
+    >>> region_of_path("connect/connect.uk.example.net/report.xml", pools)
+    'EMEA'
+    >>> region_of_path("weblogs/access.log", pools) is None
+    True
+    """
+    folders = path.replace("\\", "/").split("/")[:-1]
+    for folder in folders:
+        if folder.upper() in REGIONS:
+            return folder.upper()
+    for folder in folders:
+        if (region := region_of(folder, region_pools)) is not None:
+            return region
+    return None
+
+
 def region_of(pool: str, region_pools: dict[str, tuple[str, ...]]) -> str | None:
     """The region whose pool patterns (shell globs, case-insensitive) match a pool FQDN."""
     p = pool.strip().lower()
@@ -368,6 +440,12 @@ def present(expr: pl.Expr, *, options: NoOptions, ctx: OpContext | None) -> pl.E
     return expr.is_not_null()
 
 
+@register("missing", options=NoOptions, accepts=None, output="bool")
+def missing(expr: pl.Expr, *, options: NoOptions, ctx: OpContext | None) -> pl.Expr:
+    """Keep only whether the column is empty (a Connect visit with no end is still in progress)."""
+    return expr.is_null()
+
+
 # --- web and IIS logs -----------------------------------------------------------------------
 
 
@@ -391,16 +469,29 @@ def generalize_ip(expr: pl.Expr, *, options: GeneralizeIpOptions, ctx: OpContext
 
 class UrlTemplateOptions(Options):
     allow_query: tuple[str, ...] = ()
+    # "all": template?query; "path": the template only; "query": the filtered query only (of a
+    # URL, or of a bare query string such as IIS's cs-uri-query).
+    part: Literal["all", "path", "query"] = "all"
 
 
 @register("url_template", options=UrlTemplateOptions, accepts={"string"}, output="string")
 def url_template(expr: pl.Expr, *, options: UrlTemplateOptions, ctx: OpContext | None) -> pl.Expr:
     """A request path as a template; only allowlisted query keys keep their values."""
-    allow = options.allow_query
-    memo = ctx.cache(f"url_template/{allow}") if ctx is not None else None
-    return map_unique(
-        expr, lambda v: url_template_value(v, allow), return_dtype=pl.String(), cache=memo
-    )
+    allow, part = options.allow_query, options.part
+    memo = ctx.cache(f"url_template/{allow}/{part}") if ctx is not None else None
+
+    def one(v: str) -> str | None:
+        if part == "query" and "?" not in v and not v.startswith(("/", "*")) and "://" not in v:
+            v = "/?" + v  # a bare query string
+        out = url_template_value(v, allow)
+        path, _, query = out.partition("?")
+        if part == "path":
+            return path
+        if part == "query":
+            return query or None
+        return out
+
+    return map_unique(expr, one, return_dtype=pl.String(), cache=memo)
 
 
 @register("url_host", options=NoOptions, accepts={"string"}, output="string")

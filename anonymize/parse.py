@@ -6,6 +6,8 @@ the reason ``bad_value:<Column>``; a missing value in a non-nullable column give
 
 Accepted forms (what SSMS and PowerShell write): datetimes ``YYYY-MM-DD HH:MM:SS[.fff]`` (a ``T``
 may separate date and time) and the en-US ``M/D/YYYY h:mm:ss AM`` of ``Export-Csv``, all naive UTC;
+ISO 8601 with an offset (Adobe Connect) and ``10/Oct/2000:13:55:36 -0700`` (Apache, nginx),
+converted to UTC;
 bits ``0``/``1``/``True``/``False``; GUIDs in either case, with or without braces.
 
 Examples
@@ -14,6 +16,8 @@ Examples
 >>> raw = pl.Series(["2024-03-01 09:41:07.250", "3/1/2024 9:41:07 AM", "x"])
 >>> parse_datetime_series(raw).to_list()
 [datetime.datetime(2024, 3, 1, 9, 41, 7, 250000), datetime.datetime(2024, 3, 1, 9, 41, 7), None]
+>>> parse_datetime_series(pl.Series(["2024-03-01T02:41:07.250-07:00"])).to_list()
+[datetime.datetime(2024, 3, 1, 9, 41, 7, 250000)]
 """
 
 from __future__ import annotations
@@ -30,6 +34,10 @@ _DATETIME_FORMATS = (
     "%m/%d/%Y %I:%M:%S %p",
     "%m/%d/%Y %H:%M:%S",
     "%Y-%m-%d %H:%M",
+    "%Y-%m-%dT%H:%M:%S%.fZ",
+    # With a UTC offset (Adobe Connect, Apache/nginx): converted to UTC, then naive.
+    "%Y-%m-%dT%H:%M:%S%.f%:z",
+    "%d/%b/%Y:%H:%M:%S %z",
 )
 _GUID = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
 
@@ -49,7 +57,10 @@ def parse_datetime_series(raw: pl.Series, first: pl.Series | None = None) -> pl.
         missing = out.is_null() & raw.is_not_null()
         if not missing.any():
             break
-        out = out.zip_with(~missing, stripped.str.strptime(_DT, fmt, strict=False))
+        parsed = stripped.str.strptime(_DT, fmt, strict=False)
+        if "%z" in fmt or "%:z" in fmt:
+            parsed = parsed.dt.convert_time_zone("UTC").dt.replace_time_zone(None)
+        out = out.zip_with(~missing, parsed)
     return out
 
 

@@ -21,16 +21,22 @@ from pathlib import Path
 
 import polars as pl
 
-from anonymize.contracts import Contract, load_output_schema, match_header
+from anonymize.contracts import Contract, load_output_schema
 from anonymize.errors import ContractError, InputError
 from anonymize.keys import KeyRing
-from anonymize.operators import OpContext, pool_region
+from anonymize.operators import (
+    REGISTRY,
+    OpContext,
+    PseudonymizeOptions,
+    pool_region,
+    region_of_path,
+)
 from anonymize.parse import REASON, type_frame
 from anonymize.policy import CompiledRule, DatasetPolicy, Policy
-from anonymize.sources.csvfile import CsvFile, RawBatch, file_sha256, prefetch
+from anonymize.sources import Reader, open_source
+from anonymize.sources.base import RAW_LINE, ROW, RawBatch, file_sha256, prefetch
 
-ROW = "_row"
-RAW_LINE = "_raw_line"
+LOOKUPS = "_lookups"
 PARQUET_OPTIONS = {"compression": "zstd", "compression_level": 3, "statistics": True}
 
 
@@ -52,6 +58,7 @@ class FileResult:
     rows_filtered: dict[str, int] = field(default_factory=dict)
     partitions: list[str] = field(default_factory=list)
     keys_path: str | None = None  # session keys of this file, for lower-priority duplicates
+    lookup_path: str | None = None  # join sources: key -> pseudonym, for later files of the run
 
     @property
     def balanced(self) -> bool:
@@ -119,12 +126,17 @@ def _write_quarantine(
     frames = []
     mask = reasons.is_not_null()
     if mask.any():
-        bad = raw.with_columns(
-            pl.Series(REASON, reasons),
-            (pl.int_range(pl.len(), dtype=pl.Int64) + batch.first_row).alias(ROW),
-        ).filter(mask)
+        rows = (
+            batch.row_numbers
+            if batch.row_numbers is not None
+            else pl.int_range(0, raw.height, dtype=pl.Int64, eager=True) + batch.first_row
+        )
+        bad = raw.with_columns(pl.Series(REASON, reasons), rows.alias(ROW)).filter(mask)
         counts.update(dict(bad.group_by(REASON).len().iter_rows()))
         frames.append(bad.with_columns(pl.lit(None, dtype=pl.String).alias(RAW_LINE)))
+    if batch.rejected is not None and batch.rejected.height:
+        counts.update(dict(batch.rejected.group_by(REASON).len().iter_rows()))
+        frames.append(batch.rejected)
     if batch.ragged:
         counts["ragged_row"] += len(batch.ragged)
         frames.append(
@@ -154,6 +166,7 @@ def process_file(
     quarantine: Path,
     landing: Path | None = None,
     skip_keys: list[str] | None = None,
+    lookups: dict[str, list[str]] | None = None,
     ctx: OpContext | None = None,
     sha256: str | None = None,
     duplicate_of: str | None = None,
@@ -162,8 +175,11 @@ def process_file(
 
     ``skip_keys`` are Parquet files of session keys taken by a higher-priority kind of export in
     this run (a VoIP row beats the session row of the same session): rows with those keys are
-    filtered as ``duplicate_session``. A file that cannot be read to its end is refused whole,
-    and nothing of it stays in staging or quarantine.
+    filtered as ``duplicate_session``. ``lookups`` are the key -> pseudonym files that join
+    sources (Users, Phones, Connect users) of this run wrote, by contract name. A join source
+    itself is read into such a file and publishes nothing (its rows are filtered as
+    ``join_source``). A file that cannot be read to its end is refused whole, and nothing of it
+    stays in staging or quarantine.
     """
     path = Path(path)
     rel = path.relative_to(landing).as_posix() if landing else path.name
@@ -178,8 +194,8 @@ def process_file(
     try:
         result.sha256 = sha256 or file_sha256(path)
         result.bytes = path.stat().st_size
-        csv = CsvFile.open(path)
-        contract = match_header(csv.header, family=family)
+        source = open_source(path, family)
+        reader, contract = source.reader, source.contract
     except OSError as exc:
         result.reason = f"cannot read the file ({type(exc).__name__})"
         return result
@@ -187,14 +203,26 @@ def process_file(
         result.reason = str(exc)
         return result
     result.contract = contract.name
+    file_tag = result.sha256[:16]
+    if contract.lookup is not None:
+        return _process_lookup(reader, contract, policy, ctx, staging, quarantine, file_tag, result)
     ds = policy.dataset_for(contract)
     if ds is None:
         result.reason = f"the policy has no dataset for the contract {contract.name}"
         return result
     result.dataset = ds.name
+    fixed_region = None
+    if ds.partition.region_from == "path":
+        fixed_region = region_of_path(rel, ctx.region_pools)
+        if fixed_region is None:
+            result.reason = (
+                "the file's path maps to no region: put it in a folder named after its region "
+                "(AMER, EMEA, APAC) or after the server's FQDN, matching the policy's regions"
+            )
+            return result
+    ctx.lookups = _load_lookups(lookups)
 
     # Stage under a per-file folder first: a file that breaks half-way leaves nothing behind.
-    file_tag = result.sha256[:16]
     work = staging / "_files" / file_tag
     qdir = quarantine / ds.name
     shutil.rmtree(work, ignore_errors=True)
@@ -210,14 +238,25 @@ def process_file(
     while True:
         try:
             _process_batches(
-                csv, contract, ds, policy, ctx, work, qdir, file_tag, meta, skip_keys, result
+                reader,
+                contract,
+                ds,
+                policy,
+                ctx,
+                work,
+                qdir,
+                file_tag,
+                meta,
+                skip_keys,
+                fixed_region,
+                result,
             )
             break
         except InputError as exc:
             forget()
-            if exc.bad_encoding and csv.encoding == "utf-8":
+            if exc.bad_encoding and reader.encoding == "utf-8":
                 # Not UTF-8 after all: SSMS and Windows tools also write the ANSI code page.
-                csv.encoding = "cp1252"
+                reader.encoding = "cp1252"
                 continue
             result.reason = str(exc)
             return result
@@ -238,8 +277,66 @@ def _inputs_digest(sha256: str, contract: Contract) -> str:
     return hashlib.sha256(f"{contract.name}\n{sha256}".encode()).hexdigest()
 
 
+def _load_lookups(lookups: dict[str, list[str]] | None) -> dict[str, pl.DataFrame]:
+    """Key -> pseudonym tables of the run's join sources, one per contract (first file wins)."""
+    out = {}
+    for name, paths in (lookups or {}).items():
+        if paths:
+            frames = [pl.read_parquet(p) for p in sorted(paths)]
+            out[name] = pl.concat(frames).unique(subset="key", keep="first", maintain_order=True)
+    return out
+
+
+def _process_lookup(
+    reader: Reader,
+    contract: Contract,
+    policy: Policy,
+    ctx: OpContext,
+    staging: Path,
+    quarantine: Path,
+    file_tag: str,
+    result: FileResult,
+) -> FileResult:
+    """Read a join source into ``key -> pseudonym`` (never the raw value) in the run's staging."""
+    spec = contract.lookup
+    assert spec is not None
+    qdir = quarantine / contract.name
+    pseudo = REGISTRY["pseudonymize"].fn(
+        pl.col(spec.value), options=PseudonymizeOptions(kind=spec.kind), ctx=ctx
+    )
+    frames, quarantined = [], Counter[str]()
+    try:
+        for i, batch in enumerate(prefetch(reader.batches(policy.batch_rows))):
+            result.rows_read += batch.rows_read
+            typed = type_frame(contract, batch.frame)
+            quarantined += _write_quarantine(
+                batch.frame, typed[REASON], batch, qdir / f"{file_tag}-{i:05d}.parquet"
+            )
+            good = typed.filter(pl.col(REASON).is_null())
+            frames.append(
+                good.select(
+                    pl.col(spec.key).cast(pl.String).alias("key"), pseudo.alias("pseudonym")
+                )
+            )
+    except InputError as exc:
+        for stale in qdir.glob(f"{file_tag}-*.parquet"):
+            stale.unlink()
+        result.rows_read, result.reason = 0, str(exc)
+        return result
+    table = pl.concat(frames).unique(subset="key", keep="first", maintain_order=True)
+    target = staging / LOOKUPS / contract.name / f"{file_tag}.parquet"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    table.write_parquet(target)
+    result.rows_quarantined = dict(sorted(quarantined.items()))
+    used = result.rows_read - sum(quarantined.values())
+    result.rows_filtered = {"join_source": used} if used else {}
+    result.lookup_path = str(target)
+    result.status = "processed"
+    return result
+
+
 def _process_batches(
-    csv: CsvFile,
+    reader: Reader,
     contract: Contract,
     ds: DatasetPolicy,
     policy: Policy,
@@ -249,10 +346,15 @@ def _process_batches(
     file_tag: str,
     meta: dict[str, str],
     skip_keys: list[str] | None,
+    fixed_region: str | None,
     result: FileResult,
 ) -> None:
     rule_exprs = _rule_exprs(ds.rules, contract, ctx)
-    region = pool_region(pl.col(ds.partition.region), options=None, ctx=ctx)
+    if fixed_region is not None:
+        region = pl.lit(fixed_region, dtype=pl.String)
+    else:
+        region = pool_region(pl.col(ds.partition.region), options=None, ctx=ctx)
+    date_col = ds.partition.date_for(contract)
     key_cols = list(contract.key)
     skip = (
         pl.concat([pl.read_parquet(p) for p in skip_keys]).unique()
@@ -266,10 +368,10 @@ def _process_batches(
     out_columns, out_types = list(out_schema.columns), out_schema.polars_schema
     partitions: set[str] = set()
 
-    for i, batch in enumerate(prefetch(csv.batches(policy.batch_rows))):
-        result.rows_read += batch.frame.height + len(batch.ragged)
+    for i, batch in enumerate(prefetch(reader.batches(policy.batch_rows))):
+        result.rows_read += batch.rows_read
         typed = type_frame(contract, batch.frame).with_columns(
-            pl.col(ds.partition.date).dt.date().alias("__date"), region.alias("__region")
+            pl.col(date_col).dt.date().alias("__date"), region.alias("__region")
         )
         reasons = typed.select(
             pl.coalesce(
@@ -340,7 +442,7 @@ def plan_inputs(files: list[tuple[str, str]], policy: Policy) -> list[PlannedFil
         priority = 0
         try:
             sha = file_sha256(Path(path))
-            c = match_header(CsvFile.open(Path(path)).header, family=family)
+            c = open_source(Path(path), family).contract
             ds = policy.dataset_for(c)
             contract, dataset, priority = c.name, ds.name if ds else None, c.priority
         except (OSError, InputError, ContractError):
@@ -378,6 +480,7 @@ def run_local(
     staging, quarantine = out / STAGING / run_id, out / QUARANTINE / run_id
     results: list[FileResult] = []
     keys: dict[str, list[str]] = {}
+    lookups: dict[str, list[str]] = {}
     for group in priority_groups(plan_inputs(discover(landing), policy)):
         done = [
             process_file(
@@ -389,6 +492,7 @@ def run_local(
                 quarantine=quarantine,
                 landing=landing,
                 skip_keys=list(keys.get(p.dataset or "", [])) or None,
+                lookups=lookups,
                 sha256=p.sha256,
                 duplicate_of=p.duplicate_of,
             )
@@ -397,6 +501,8 @@ def run_local(
         for r in done:
             if r.keys_path and r.dataset:
                 keys.setdefault(r.dataset, []).append(r.keys_path)
+            if r.lookup_path and r.contract:
+                lookups.setdefault(r.contract, []).append(r.lookup_path)
         results += done
     published = publish_partitions(staging, out, run_id)
     shutil.rmtree(staging, ignore_errors=True)

@@ -11,8 +11,10 @@ the dataset's strict output schema.
 Examples
 --------
 >>> policy = load_policy(DEFAULT_POLICY)
->>> sorted(policy.datasets)
-['lync_sessions']
+>>> sorted(policy.datasets)[:3]
+['connect_attendance', 'connect_meeting_sessions', 'connect_session_users']
+>>> policy.datasets["web_requests"].partition.date_columns
+('time', 'datetime')
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import hashlib
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -47,10 +49,28 @@ class Organization(BaseModel):
 
 
 class Partition(BaseModel):
+    """Where a dataset's partition keys come from.
+
+    ``date``: the datetime column whose UTC day is the date key (a list when the dataset's
+    contracts name it differently: each contract must have exactly one of them). ``region``: the
+    column (a pool or site FQDN) mapped to a region by the policy's patterns; or, with
+    ``region_from: path``, the file's folders in the landing zone (a region's name or a server
+    FQDN), for sources whose rows say nothing of where they were served.
+    """
+
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    date: str
-    region: str
+    date: str | tuple[str, ...]
+    region: str | None = None
+    region_from: Literal["column", "path"] = "column"
+
+    @property
+    def date_columns(self) -> tuple[str, ...]:
+        return (self.date,) if isinstance(self.date, str) else self.date
+
+    def date_for(self, contract: Contract) -> str:
+        """The date column of one contract of the dataset."""
+        return next(c for c in self.date_columns if c in contract.column_map)
 
 
 @dataclass(frozen=True)
@@ -144,14 +164,28 @@ def _snake(name: str) -> str:
     return "".join(out)
 
 
+def _rule_columns(rule: CompiledRule) -> list[str]:
+    """The input columns a compiled rule reads."""
+    cols = [rule.column] if rule.column else []
+    return cols + [getattr(rule.options, o) for o in rule.spec.column_options]
+
+
 def _compile_dataset(name: str, raw: _RawDataset, problems: list[str]) -> DatasetPolicy | None:
     where = f"datasets.{name}"
     contracts: list[Contract] = []
     for cname in raw.contracts:
         try:
-            contracts.append(load_contract(cname))
+            contract = load_contract(cname)
         except (FileNotFoundError, ContractError):
             problems.append(f"{where}.contracts: no contract named {cname!r} in schemas/")
+            continue
+        if contract.lookup is not None:
+            problems.append(
+                f"{where}.contracts: {cname} is a join source; its rows are never published "
+                "(use it through pseudonymize_lookup)"
+            )
+            continue
+        contracts.append(contract)
     if not contracts:
         problems.append(f"{where}: names no usable contract")
         return None
@@ -171,11 +205,23 @@ def _compile_dataset(name: str, raw: _RawDataset, problems: list[str]) -> Datase
         )
     for col in sorted(set(raw.columns) - set(columns)):
         problems.append(f"{where}.columns.{col}: no contract of this dataset has this column")
-    for key, col in (("date", raw.partition.date), ("region", raw.partition.region)):
-        if col not in columns:
-            problems.append(f"{where}.partition.{key}: unknown column {col!r}")
-    if raw.partition.date in columns and columns[raw.partition.date].type != "datetime":
-        problems.append(f"{where}.partition.date: {raw.partition.date} is not a datetime column")
+    part = raw.partition
+    for contract in contracts:
+        found = [c for c in part.date_columns if c in contract.column_map]
+        if len(found) != 1:
+            problems.append(
+                f"{where}.partition.date: the contract {contract.name} has "
+                f"{'none' if not found else 'more than one'} of {', '.join(part.date_columns)}"
+            )
+        elif contract.column_map[found[0]].type != "datetime":
+            problems.append(f"{where}.partition.date: {found[0]} is not a datetime column")
+    if part.region_from == "column":
+        if part.region is None:
+            problems.append(f"{where}.partition.region: name the pool column, or region_from: path")
+        elif part.region not in columns:
+            problems.append(f"{where}.partition.region: unknown column {part.region!r}")
+    elif part.region is not None:
+        problems.append(f"{where}.partition.region: not used with region_from: path; remove it")
 
     rules: list[CompiledRule] = []
     dropped: list[str] = []
@@ -264,7 +310,19 @@ def _compile_dataset(name: str, raw: _RawDataset, problems: list[str]) -> Datase
 
     outputs = [r.output for r in rules]
     for dup in sorted({o for o in outputs if outputs.count(o) > 1}):
-        problems.append(f"{where}: the output {dup!r} is produced by more than one rule")
+        # Allowed across kinds of export (Apache's "time" and IIS's "datetime" both give the
+        # request hour), never twice from the columns of one contract.
+        for contract in contracts:
+            known = contract.column_map
+            producing = [
+                r for r in rules if r.output == dup and all(c in known for c in _rule_columns(r))
+            ]
+            if len(producing) > 1:
+                problems.append(
+                    f"{where}: the output {dup!r} is produced by more than one rule "
+                    f"(for {contract.name})"
+                )
+                break
     for key in out_schema.partitioning:
         if key in outputs:
             problems.append(

@@ -105,17 +105,22 @@ class World:
     federated: list[Person] = field(default_factory=list)
     pstn_numbers: list[str] = field(default_factory=list)
     guids: list[str] = field(default_factory=list)
+    # What the web and Connect generators wrote, per kind (ip, email, account, card, title ...).
+    extra: dict[str, set[str]] = field(default_factory=dict)
 
     def identifiers(self) -> dict[str, set[str]]:
         """Every raw identifier, per kind (for canary tests)."""
         everyone = self.people + self.federated
-        return {
+        out = {
             "sip": {p.sip for p in everyone},
             "local_part": {p.sip.split("@", 1)[0] for p in everyone},
             "name": {p.name for p in everyone},
             "phone": {p.phone for p in everyone} | set(self.pstn_numbers),
             "guid": {g.lower() for g in self.guids} | {p.endpoint for p in everyone},
         }
+        for kind, values in self.extra.items():
+            out[kind] = out.get(kind, set()) | values
+        return out
 
 
 def _people(

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from anonymize.sources.csvfile import prefetch
+from anonymize.sources.base import prefetch
 
 
 def test_order_is_kept():

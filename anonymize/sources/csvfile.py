@@ -24,16 +24,12 @@ Examples
 from __future__ import annotations
 
 import codecs
-import contextlib
 import csv
 import gzip
-import hashlib
-import queue
 import re
-import threading
 import zlib
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -42,19 +38,13 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 
 from anonymize.errors import InputError
+from anonymize.sources.base import RawBatch, file_sha256, prefetch
+
+__all__ = ["CsvFile", "RawBatch", "file_sha256", "prefetch"]
 
 NULL_VALUES = ["", "NULL", "null"]
 _NON_SPACE = re.compile(rb"\S")
 _SNIFF_BYTES = 1 << 16
-
-
-@dataclass
-class RawBatch:
-    """One batch of rows as strings, plus the rows that had the wrong number of fields."""
-
-    frame: pl.DataFrame
-    first_row: int  # 1-based index of the batch's first record among the file's records
-    ragged: list[tuple[int | None, str]] = field(default_factory=list)
 
 
 @dataclass
@@ -252,51 +242,3 @@ def _safe_split(buf: bytes) -> int:
             return nl
         pos = nl
     return -1
-
-
-def file_sha256(path: Path) -> str:
-    """SHA-256 of a file's bytes, streamed (about 0.85 GB/s here)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 22):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def prefetch(batches: Iterator[RawBatch], depth: int = 1) -> Iterator[RawBatch]:
-    """Read the next batch in a background thread while the caller works on the current one.
-
-    Parsing CSV (pyarrow) and transforming (polars) both release the GIL, so on two cores they
-    overlap. Order is kept; ``depth`` batches wait at most (memory stays bounded). An error in
-    the reader is raised in the caller, at the batch where it happened.
-    """
-    q: queue.Queue = queue.Queue(maxsize=depth)
-    done = object()
-    stop = threading.Event()
-
-    def work() -> None:
-        try:
-            for b in batches:
-                if stop.is_set():
-                    return
-                q.put(b)
-            q.put(done)
-        except BaseException as exc:  # handed to the consumer, which re-raises it
-            q.put(exc)
-
-    t = threading.Thread(target=work, name="cdranon-csv-prefetch", daemon=True)
-    t.start()
-    try:
-        while True:
-            item = q.get()
-            if item is done:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-    finally:
-        stop.set()
-        while t.is_alive():  # unblock a producer waiting on a full queue
-            with contextlib.suppress(queue.Empty):
-                q.get_nowait()
-            t.join(timeout=0.05)

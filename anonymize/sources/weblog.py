@@ -37,7 +37,9 @@ from pathlib import Path
 
 import polars as pl
 
+from anonymize.contracts import safe_column_name
 from anonymize.errors import InputError
+from anonymize.sources.base import RAW_LINE, REJECTED_SCHEMA, ROW, RawBatch
 
 LINE = "_line"  # 1-based physical line number
 RAW = "_raw_line"
@@ -204,6 +206,7 @@ class AccessLog:
     gzip: bool
     encoding: str
     format: str
+    known_fields: frozenset[str] | None = None  # IIS: the fields the contract knows
 
     @classmethod
     def open(cls, path: Path) -> AccessLog:
@@ -271,3 +274,59 @@ class AccessLog:
                 f"the file could not be read to its end ({type(exc).__name__})",
                 bad_encoding=isinstance(exc, UnicodeDecodeError),
             ) from None
+
+    def batches(self, batch_rows: int) -> Iterator[RawBatch]:
+        """The file as reader batches: one String column per field, rejected lines with reasons.
+
+        IIS ``date`` and ``time`` become one ``datetime`` column (``YYYY-MM-DD HH:MM:SS``, UTC).
+        A line of a layout with a field the contract does not know (``known_fields``) is
+        rejected as ``unknown_field:<name>``: default-deny holds line by line, since a layout can
+        change anywhere in a file.
+        """
+        first = 1
+        for chunk in self.chunks(batch_rows):
+            good, rejected = chunk.good, [chunk.rejected]
+            if self.format == "iis":
+                good, unknown = _iis_to_contract(good, self.known_fields)
+                rejected.append(unknown)
+            bad = pl.concat(rejected).rename({LINE: ROW, RAW: RAW_LINE}).cast(REJECTED_SCHEMA)
+            if self.format == "iis" and good.height:
+                good = good.sort(LINE)
+            yield RawBatch(
+                frame=good.drop(LINE),
+                first_row=first,
+                rejected=bad,
+                row_numbers=good[LINE].cast(pl.Int64),
+            )
+            first += good.height + bad.height
+
+
+def _iis_to_contract(
+    good: pl.DataFrame, known: frozenset[str] | None
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Merge ``date`` + ``time``; split off lines that carry a field the contract does not know."""
+    if "date" in good.columns or "time" in good.columns:
+        date = pl.col("date") if "date" in good.columns else pl.lit(None, dtype=pl.String)
+        time = pl.col("time") if "time" in good.columns else pl.lit(None, dtype=pl.String)
+        good = good.with_columns(pl.concat_str([date, time], separator=" ").alias("datetime")).drop(
+            [c for c in ("date", "time") if c in good.columns]
+        )
+    unknown = [c for c in good.columns if c != LINE and known is not None and c not in known]
+    if not unknown:
+        return good, _empty_rejected()
+    reason = pl.coalesce(
+        pl.when(pl.col(c).is_not_null()).then(
+            pl.lit(f"unknown_field:{safe_column_name(c, good.columns.index(c))}")
+        )
+        for c in unknown
+    )
+    marked = good.with_columns(reason.alias(REASON))
+    bad = marked.filter(pl.col(REASON).is_not_null())
+    # Rejected lines keep their fields as text, re-joined with spaces as IIS writes them.
+    fields = [c for c in good.columns if c != LINE]
+    bad = bad.select(
+        pl.col(LINE),
+        pl.concat_str([pl.col(c).fill_null("-") for c in fields], separator=" ").alias(RAW),
+        pl.col(REASON),
+    )
+    return marked.filter(pl.col(REASON).is_null()).drop([REASON, *unknown]), bad

@@ -1,0 +1,361 @@
+"""Synthetic web/IIS access logs and Adobe Connect reports for the people of a Lync world.
+
+The same people who call each other in ``synth.generate_lync`` browse the provider's web site
+(Apache combined logs), use the Lync web services (IIS W3C logs on the front ends) and attend
+Adobe Connect meetings (report XML responses and a Users CSV download), so cross-source tests see
+one population. Personal Data sits where real logs hide it: emails in a newsletter sign-up query
+string, names in search terms and referers, a card number typed into a GET form, aliases in
+``/meet/`` URLs and in REST paths, ``DOMAIN\\user`` in ``cs-username``, cookies, meeting titles
+with people's names, room URLs named after their hosts, GUID logins.
+
+Everything identifying that is written is recorded in ``World.extra``, for the canary tests.
+
+Examples
+--------
+>>> import tempfile, pathlib
+>>> from anonymize.synth import make_world
+>>> out = pathlib.Path(tempfile.mkdtemp())
+>>> world = make_world(3, people=30)
+>>> generate_weblogs(out, world, seed=3, requests=50, days=1)
+>>> files = (out / "weblogs").rglob("*")
+>>> sorted(p.relative_to(out).as_posix() for p in files if p.is_file())[:2]
+['weblogs/AMER/lyncweb01.us.uchost.net/u_ex261123.log', 'weblogs/AMER/www/access-2026-11-23.log']
+"""
+
+from __future__ import annotations
+
+import gzip
+import uuid
+from datetime import UTC, date, datetime, timedelta, timezone
+from pathlib import Path
+from xml.sax.saxutils import escape, quoteattr
+
+import numpy as np
+import polars as pl
+
+from anonymize.synth import REGION_SETUP, Person, World
+
+UTC_OFFSET_HOURS = {"AMER": -8, "EMEA": 0, "APAC": 8}
+USER_AGENTS = (
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/120.0.0.0 Safari/537.36",
+    "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko) "
+    "Version/17.1 Safari/605.1.15",
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64; rv:121.0) Gecko/20100101 Firefox/121.0",
+    "Mozilla/5.0 (iPhone; CPU iPhone OS 17_1 like Mac OS X) AppleWebKit/605.1.15 "
+    "(KHTML, like Gecko) Version/17.1 Mobile/15E148 Safari/604.1",
+    "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/120.0.0.0 Mobile Safari/537.36",
+    "Microsoft Office/16.0 (Windows NT 10.0; Microsoft Lync 16.0.5215; Pro)",
+    "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)",
+)
+UA_WEIGHTS = (0.34, 0.14, 0.12, 0.14, 0.1, 0.1, 0.06)
+# Cards that pass the Luhn check (test numbers of the card networks).
+CARDS = ("4111111111111111", "5500005555555559", "340000000000009")
+
+
+def _person_attrs(world: World, seed: int) -> dict[str, dict[str, str]]:
+    """Per-person web identity: client address, Windows account, Connect principal id."""
+    rng = np.random.default_rng(seed + 7)
+    out = {}
+    for i, p in enumerate(world.people):
+        if rng.random() < 0.2:
+            net = f"{int(rng.integers(1, 0xFFFF)):x}:{int(rng.integers(0, 0xFFFF)):x}"
+            ip = f"2001:db8:{net}::{i + 1:x}"
+        else:
+            a, b, c = (int(x) for x in rng.integers(1, 255, 3))
+            ip = f"{a}.{b}.{c}.{int(rng.integers(1, 255))}"
+        local, domain = p.sip.split("@", 1)
+        out[p.sip] = {
+            "ip": ip,
+            "account": f"{domain.split('.', 1)[0].upper()}\\{local.replace('.', '')[:12]}",
+            "principal": str(2_000_000 + i * 7),
+            "guid_login": str(uuid.UUID(bytes=rng.bytes(16), version=4)),
+        }
+    return out
+
+
+def _record(world: World, kind: str, *values: str) -> None:
+    world.extra.setdefault(kind, set()).update(v for v in values if v)
+
+
+def _day_times(rng: np.random.Generator, day: date, region: str, n: int) -> list[datetime]:
+    """Business-hours request times (UTC) for one region's day, sorted."""
+    nine = REGION_SETUP[region][2]
+    hours = np.clip(rng.normal(4.5, 2.8, n), -3, 13) + nine
+    base = datetime(day.year, day.month, day.day)
+    secs = np.sort((hours * 3600).astype(int) % 86400)
+    return [base + timedelta(seconds=int(s)) for s in secs]
+
+
+def _apache_line(p: Person, attrs: dict[str, str], t: datetime, rng, world: World) -> str:
+    local = p.sip.split("@", 1)[0]
+    first, last = p.name.split(" ", 1)
+    r = rng.random()
+    referer = "-"
+    user = "-"
+    if r < 0.06:
+        path = f"/newsletter/subscribe?email={p.sip}&lang=en"
+        _record(world, "email", p.sip)
+    elif r < 0.11:
+        path = f"/search?q={first}+{last}&page=2"
+        _record(world, "name", p.name)
+    elif r < 0.13:
+        card = CARDS[int(rng.integers(len(CARDS)))]
+        path = f"/billing/pay?card={card}&exp=12%2F29&amount=49"
+        _record(world, "card", card)
+    elif r < 0.2:
+        path = f"/portal/users/{p.sip}/settings"
+        user = p.sip
+        _record(world, "email", p.sip)
+    elif r < 0.25:
+        path = f"/~{local}/"
+    elif r < 0.35:
+        path = f"/support/kb/{int(rng.integers(100000, 999999))}"
+        referer = f"https://www.google.com/search?q={first}+{last}+lync+support"
+        _record(world, "name", p.name)
+    else:
+        path = ("/", "/pricing", "/products/skype-for-business", "/products/connect",
+                "/contact", "/static/site.css", "/favicon.ico")[int(rng.integers(7))]  # fmt: skip
+        if rng.random() < 0.3:
+            referer = "https://www.uchost.net/"
+    status = 200 if rng.random() < 0.9 else int(rng.choice([301, 304, 404, 500]))
+    size = int(rng.integers(200, 40000))
+    ua = USER_AGENTS[int(rng.choice(len(USER_AGENTS), p=UA_WEIGHTS))]
+    client = attrs["ip"]
+    if rng.random() < 0.15:  # behind the load balancer: the client is in X-Forwarded-For
+        client = f"{client}, 10.20.0.{int(rng.integers(2, 9))}"
+    stamp = t.replace(tzinfo=UTC).strftime("%d/%b/%Y:%H:%M:%S +0000")
+    _record(world, "ip", attrs["ip"])
+    return f'{client} - {user} [{stamp}] "GET {path} HTTP/1.1" {status} {size} "{referer}" "{ua}"'
+
+
+IIS_FIELDS_1 = (
+    "date time s-ip cs-method cs-uri-stem cs-uri-query s-port cs-username c-ip "
+    "cs(User-Agent) cs(Referer) sc-status sc-substatus sc-win32-status time-taken"
+)
+IIS_FIELDS_2 = (
+    "date time s-sitename s-computername s-ip cs-method cs-uri-stem cs-uri-query s-port "
+    "cs-username c-ip cs-version cs(User-Agent) cs(Cookie) cs(Referer) cs-host sc-status "
+    "sc-substatus sc-win32-status sc-bytes cs-bytes time-taken"
+)
+
+
+def _iis_line(p: Person, attrs: dict[str, str], t: datetime, rng, world: World, layout: int) -> str:
+    local, domain = p.sip.split("@", 1)
+    conf = "".join(rng.choice(list("ABCDEFGHJKLMNPQRSTUVWXYZ23456789"), 8))
+    r = rng.random()
+    user = "-"
+    if r < 0.3:
+        stem, query = f"/meet/{local}/{conf}", "-"
+    elif r < 0.45:
+        stem = "/Autodiscover/AutodiscoverService.svc/root"
+        query = f"originalDomain={domain}&sipuri={p.sip}&lang=en-US"
+        _record(world, "email", p.sip)
+    elif r < 0.65:
+        app = int(rng.integers(10**9, 10**10))
+        stem = f"/ucwa/oauth/v1/applications/{app}/people/{p.sip}/presence"
+        query = "-"
+        user = attrs["account"]
+        _record(world, "account", attrs["account"])
+    elif r < 0.8:
+        stem, query = "/WebTicket/WebTicketService.svc/mex", "-"
+        user = attrs["account"]
+    elif r < 0.9:
+        stem, query = "/dialin/", "lang=en-US"
+    else:
+        stem, query = "/Reach/Client/WebPages/ReachJoin.aspx", f"xml={conf}&&reachLocale=en-US"
+    ua = USER_AGENTS[int(rng.choice(len(USER_AGENTS), p=UA_WEIGHTS))].replace(" ", "+")
+    status = 200 if rng.random() < 0.85 else int(rng.choice([401, 404, 500]))
+    c_ip = attrs["ip"]
+    _record(world, "ip", c_ip)
+    stamp = t.strftime("%Y-%m-%d %H:%M:%S")
+    if layout == 1:
+        taken = str(int(rng.integers(5, 900)))
+        fields = [stamp, "10.10.1.5", "GET", stem, query, "443", user, c_ip, ua,
+                  f"https://meet.{domain}/", str(status), "0", "0", taken]  # fmt: skip
+    else:
+        cookie = f"MRASCredentials={uuid.UUID(bytes=rng.bytes(16))};+sip={p.sip}"
+        _record(world, "email", p.sip)
+        fields = [stamp, "W3SVC34578", "LYNCFE01", "10.10.1.5", "GET", stem, query, "443", user,
+                  c_ip, "HTTP/1.1", ua, cookie, "-", f"meet.{domain}", str(status), "0", "0",
+                  str(int(rng.integers(300, 9000))), str(int(rng.integers(200, 900))),
+                  str(int(rng.integers(5, 900)))]  # fmt: skip
+    return " ".join(fields)
+
+
+def generate_weblogs(
+    out: Path, world: World, *, seed: int, requests: int, days: int = 2,
+    start: date = date(2026, 11, 23),
+) -> None:  # fmt: skip
+    """Write Apache (web site) and IIS (Lync web services) logs per region and day.
+
+    ``weblogs/<REGION>/www/access-<day>.log`` (combined format; gzip on the second day) and
+    ``weblogs/<REGION>/<front-end FQDN>/u_ex<yymmdd>.log`` (W3C, the layout changes mid-file).
+    """
+    rng = np.random.default_rng(seed + 11)
+    attrs = _person_attrs(world, seed)
+    by_region: dict[str, list[Person]] = {}
+    for p in world.people:
+        by_region.setdefault(p.region, []).append(p)
+    for d in range(days):
+        day = start + timedelta(days=d)
+        for region, people in sorted(by_region.items()):
+            host = REGION_SETUP[region][3][0].replace("fepool01", "lyncweb01")
+            n = max(requests // (days * len(by_region)), 1)
+            lines = []
+            for t in _day_times(rng, day, region, n):
+                p = people[int(rng.integers(len(people)))]
+                lines.append(_apache_line(p, attrs[p.sip], t, rng, world))
+            lines.insert(len(lines) // 2, "\x16\x03\x01 garbage from a TLS probe")  # quarantined
+            folder = Path(out) / "weblogs" / region / "www"
+            folder.mkdir(parents=True, exist_ok=True)
+            data = ("\n".join(lines) + "\n").encode()
+            if d % 2:
+                (folder / f"access-{day.isoformat()}.log.gz").write_bytes(
+                    gzip.compress(data, mtime=0)
+                )
+            else:
+                (folder / f"access-{day.isoformat()}.log").write_bytes(data)
+            iis = [
+                "#Software: Microsoft Internet Information Services 10.0",
+                "#Version: 1.0",
+                f"#Date: {day.isoformat()} 00:00:00",
+                f"#Fields: {IIS_FIELDS_1}",
+            ]
+            times = _day_times(rng, day, region, n)
+            for i, t in enumerate(times):
+                if i == len(times) // 2:  # IIS restarted with more fields logged
+                    iis += [f"#Date: {t:%Y-%m-%d %H:%M:%S}", f"#Fields: {IIS_FIELDS_2}"]
+                layout = 1 if i < len(times) // 2 else 2
+                p = people[int(rng.integers(len(people)))]
+                iis.append(_iis_line(p, attrs[p.sip], t, rng, world, layout))
+            folder = Path(out) / "weblogs" / region / host
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / f"u_ex{day:%y%m%d}.log").write_text("\r\n".join(iis) + "\r\n")
+
+
+def _iso(t: datetime, region: str) -> str:
+    off = UTC_OFFSET_HOURS[region]
+    local = t.replace(tzinfo=UTC).astimezone(timezone(timedelta(hours=off)))
+    return local.isoformat(timespec="milliseconds")
+
+
+def _xml(report: str, rows: list[str]) -> str:
+    body = "\n".join(rows)
+    return (
+        '<?xml version="1.0" encoding="utf-8"?>\n<results><status code="ok"/>\n'
+        f"<{report}>\n{body}\n</{report}></results>\n"
+    )
+
+
+def _row(attrs: dict[str, str], children: dict[str, str | None]) -> str:
+    a = " ".join(f"{k}={quoteattr(v)}" for k, v in attrs.items())
+    c = "".join(f"<{k}>{escape(v)}</{k}>" for k, v in children.items() if v is not None)
+    return f"  <row {a}>{c}</row>"
+
+
+def generate_connect(
+    out: Path, world: World, *, seed: int, meetings: int, days: int = 2,
+    start: date = date(2026, 11, 23),
+) -> None:  # fmt: skip
+    """Write Connect report responses per region: transactions, attendance, sessions, users.
+
+    ``connect/<REGION>/<day>/report-*.xml`` and ``connect/<REGION>/users.csv`` (the Users
+    download, a join source for report-meeting-session-users).
+    """
+    rng = np.random.default_rng(seed + 13)
+    attrs = _person_attrs(world, seed)
+    by_region: dict[str, list[Person]] = {}
+    for p in world.people:
+        by_region.setdefault(p.region, []).append(p)
+    for region, people in sorted(by_region.items()):
+        folder = Path(out) / "connect" / region
+        folder.mkdir(parents=True, exist_ok=True)
+        # Users download (CSV, the documented column names).
+        users = pl.DataFrame(
+            {
+                "principal-id": [attrs[p.sip]["principal"] for p in people],
+                "login": [p.sip for p in people],
+                "name": [p.name for p in people],
+                "email": [p.sip for p in people],
+                "manager": [people[0].sip for _ in people],
+                "type": ["user" for _ in people],
+            }
+        )
+        users.write_csv(folder / "users.csv")
+        for d in range(days):
+            day = start + timedelta(days=d)
+            tx, att, sess, sess_users = [], [], [], []
+            n = max(meetings // (days * len(by_region)), 1)
+            for m, t0 in enumerate(_day_times(rng, day, region, n)):
+                host = people[int(rng.integers(len(people)))]
+                sco = str(1_100_000 + int(rng.integers(0, 90_000)))
+                asset = str(int(sco) + 1 + m)
+                title = f"Quarterly review with {host.name}"
+                room = f"/{host.sip.split('@', 1)[0].replace('.', '')}/"
+                _record(world, "name", host.name)
+                _record(world, "title", title)
+                length = timedelta(seconds=int(rng.lognormal(7.6, 0.6)))
+                k = int(rng.integers(2, min(12, len(people))))
+                crowd = [people[int(i)] for i in rng.choice(len(people), k, replace=False)]
+                open_session = m == n - 1  # the last meeting of the day is still running
+                sess.append(_row(
+                    {"sco-id": sco, "asset-id": asset, "version": "0", "num-participants": str(k)},
+                    {"date-created": _iso(t0, region),
+                     "date-end": None if open_session else _iso(t0 + length, region)},
+                ))  # fmt: skip
+                for j, p in enumerate(crowd):
+                    a = attrs[p.sip]
+                    join = t0 + timedelta(seconds=int(rng.integers(0, 300)))
+                    leave = join + length * float(rng.uniform(0.3, 1.0))
+                    still = open_session and j % 2 == 0
+                    login = a["guid_login"] if j % 5 == 4 else p.sip  # SSO logins are GUIDs
+                    _record(world, "guid", a["guid_login"])
+                    _record(world, "email", p.sip)
+                    tx.append(_row(
+                        {"transaction-id": str(3_000_000 + len(tx) + 1000 * m), "sco-id": sco,
+                         "type": "meeting", "principal-id": a["principal"], "score": "0"},
+                        {"name": title, "url": room, "login": login, "user-name": p.name,
+                         "status": "in-progress" if still else "completed",
+                         "date-created": _iso(join, region),
+                         "date-closed": None if still else _iso(leave, region)},
+                    ))  # fmt: skip
+                    att.append(_row(
+                        {"transcript-id": str(5_000_000 + len(att)), "asset-id": asset,
+                         "sco-id": sco, "principal-id": a["principal"], "answered-survey": "0"},
+                        {"login": login, "session-name": p.name, "sco-name": title,
+                         "date-created": _iso(join, region),
+                         "date-end": None if still else _iso(leave, region),
+                         "participant-name": p.name},
+                    ))  # fmt: skip
+                    sess_users.append(_row(
+                        {"principal-id": a["principal"]},
+                        {"principal-name": p.name, "date-created": _iso(join, region),
+                         "date-end": None if still else _iso(leave, region)},
+                    ))  # fmt: skip
+            dfolder = folder / day.isoformat()
+            dfolder.mkdir(parents=True, exist_ok=True)
+            for report, rows in (
+                ("report-bulk-consolidated-transactions", tx),
+                ("report-meeting-attendance", att),
+                ("report-meeting-sessions", sess),
+                ("report-meeting-session-users", sess_users),
+            ):
+                (dfolder / f"{report}.xml").write_text(_xml(report, rows), encoding="utf-8")
+
+
+def generate_all(
+    out: Path, *, seed: int, rows: int, days: int = 2, people: int = 600,
+    start: date = date(2026, 11, 23),
+) -> World:  # fmt: skip
+    """Every source kind for one world: Lync exports, web and IIS logs, Connect reports.
+
+    ``rows`` sessions; about ``rows // 2`` web requests and ``rows // 40`` Connect meetings.
+    """
+    from anonymize.synth import generate_lync
+
+    world = generate_lync(out, seed=seed, rows=rows, days=days, people=people, start=start)
+    generate_weblogs(out, world, seed=seed, requests=max(rows // 2, 12), days=days, start=start)
+    generate_connect(out, world, seed=seed, meetings=max(rows // 40, 6), days=days, start=start)
+    return world
