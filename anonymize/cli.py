@@ -123,11 +123,18 @@ def synth(
     days: Annotated[int, typer.Option(min=1, help="Number of days, one folder each.")] = 2,
     people: Annotated[int, typer.Option(min=10, help="Number of people.")] = 600,
 ) -> None:
-    """Write synthetic Lync/SfB exports (SessionDetailsView and VoIPDetailsView) under OUT/lync/."""
-    from anonymize.synth import generate_lync
+    """Write a synthetic landing zone of every source kind under OUT.
 
-    generate_lync(out, seed=seed, rows=rows, days=days, people=people)
-    out_console.print(f"wrote {rows} synthetic sessions over {days} day(s) under {out / 'lync'}")
+    lync/ (SessionDetailsView, VoIPDetailsView), weblogs/ (Apache and IIS logs per region) and
+    connect/ (report responses and the Users download per region), for the same people.
+    """
+    from anonymize.synth_sources import generate_all
+
+    generate_all(out, seed=seed, rows=rows, days=days, people=people)
+    out_console.print(
+        f"wrote {rows} synthetic sessions, web logs and Connect reports over {days} day(s) "
+        f"under {out}"
+    )
 
 
 @app.command("check-policy")

@@ -80,9 +80,17 @@ def discover_task(params: RunParams) -> list[PlannedFile]:
 
 @task(name="anonymize-file", cache_policy=NO_CACHE, persist_result=False)
 def process_task(
-    planned: PlannedFile, params: RunParams, run_id: str, skip_keys: list[str]
+    planned: PlannedFile,
+    params: RunParams,
+    run_id: str,
+    skip_keys: list[str],
+    lookups: dict[str, list[str]],
 ) -> dict:
-    """Anonymise one file into the run's staging area; return its counts."""
+    """Anonymise one file into the run's staging area; return its counts.
+
+    ``skip_keys`` and ``lookups`` are paths of files that earlier priority groups staged
+    (session keys; key -> pseudonym tables of join sources): paths, never data.
+    """
     log = get_run_logger()
     policy = _policy(params)
     try:
@@ -95,6 +103,7 @@ def process_task(
             quarantine=params.out / QUARANTINE / run_id,
             landing=params.landing,
             skip_keys=skip_keys or None,
+            lookups=lookups,
             sha256=planned.sha256,
             duplicate_of=planned.duplicate_of,
         )
@@ -183,12 +192,18 @@ def cdranon_run(params: RunParams) -> dict:
     status, reason = "failed", None
     try:
         planned = discover_task(params)
-        # Higher-priority kinds first: their session keys filter duplicates in the next group.
+        # Higher-priority kinds first: join sources (Users, Connect users), then exports whose
+        # session keys filter duplicates in the next group.
         keys_by_dataset: dict[str, list[str]] = defaultdict(list)
+        lookups: dict[str, list[str]] = defaultdict(list)
         for group in priority_groups(planned):
             futures = [
                 process_task.submit(
-                    p, params, run_id, list(keys_by_dataset.get(p.dataset or "", []))
+                    p,
+                    params,
+                    run_id,
+                    list(keys_by_dataset.get(p.dataset or "", [])),
+                    {k: list(v) for k, v in lookups.items()},
                 )
                 for p in group
             ]
@@ -196,6 +211,8 @@ def cdranon_run(params: RunParams) -> dict:
             for r in group_results:
                 if r["keys_path"] and r["dataset"]:
                     keys_by_dataset[r["dataset"]].append(r["keys_path"])
+                if r["lookup_path"] and r["contract"]:
+                    lookups[r["contract"]].append(r["lookup_path"])
             results += group_results
         if not any(r["status"] == "processed" for r in results):
             status = "nothing_published"

@@ -10,8 +10,9 @@ from typer.testing import CliRunner
 
 from anonymize.cli import EXIT_NOT_PUBLISHED, app
 from anonymize.contracts import load_contract
-from anonymize.synth import make_world
+from anonymize.synth_sources import generate_all
 from flows.nightly import RunParams, cdranon_run
+from tests.conftest import SAMPLE
 
 pytestmark = pytest.mark.flow
 runner = CliRunner()
@@ -41,7 +42,8 @@ def test_flow_refuses_the_odd_file_by_name_and_publishes_the_others(
     assert manifest["policy"]["sha256"]
     assert manifest["key"]["key_id"].startswith("k-")
     processed = [i for i in manifest["inputs"] if i["status"] == "processed"]
-    assert len(processed) == 4
+    sample_files = [p for p in SAMPLE.rglob("*") if p.is_file()]
+    assert len(processed) == len(sample_files)
     for entry in processed:
         assert len(entry["sha256"]) == 64
         assert entry["rows_read"] == (
@@ -49,20 +51,24 @@ def test_flow_refuses_the_odd_file_by_name_and_publishes_the_others(
             + sum(entry["rows_quarantined"].values())
             + sum(entry["rows_filtered"].values())
         )
-    assert manifest["totals"]["rows_published"] == 600  # every sampled session, once
-    assert manifest["totals"]["rows_filtered"] > 0  # the VoIP rows replaced their session rows
-    assert manifest["filtered_by_reason"] == {
-        "duplicate_session": manifest["totals"]["rows_filtered"]
-    }
-    assert manifest["quarantine"]["rows_by_reason"] == {}
+    lync = [i for i in processed if i["path"].startswith("lync/")]
+    assert sum(i["rows_published"] for i in lync) == 600  # every sampled session, once
+    filtered = manifest["filtered_by_reason"]
+    assert set(filtered) == {"duplicate_session", "join_source"}
+    assert filtered["duplicate_session"] > 0  # the VoIP rows replaced their session rows
+    assert filtered["join_source"] == sum(
+        i["rows_read"] for i in processed if i["contract"] == "connect_users"
+    )
+    assert manifest["quarantine"]["rows_by_reason"] == {"unparseable_line": 6}  # per Apache log
     assert not (out / "_staging").exists()
 
     # Nothing identifying in anything the run printed or logged.
     captured = capfd.readouterr()
     text = (captured.out + captured.err + caplog.text).lower()
-    assert "discovered 5 input file(s)" in text  # the logs were captured at all
-    world = make_world(42, people=120)
+    assert f"discovered {len(sample_files) + 1} input file(s)" in text  # logs were captured
+    world = generate_all(tmp_path / "again", seed=42, rows=600, days=2, people=120)
     ids = {kind: v for kind, v in world.identifiers().items() if kind != "guid"}
+    assert {"sip", "phone", "ip", "email", "account", "card", "title"} <= set(ids)
     for kind, values in ids.items():
         assert sum(v.lower() in text for v in values) == 0, kind
 
@@ -80,6 +86,17 @@ def test_contract_of_sample_files(sample_landing):
     heads = {p.name: p for p in sample_landing.rglob("*View.csv*")}
     assert set(heads) == {"SessionDetailsView.csv", "VoIPDetailsView.csv.gz"}
     assert load_contract("lync_voip_details_view").priority == 2
+
+
+def test_the_committed_sample_is_what_synth_writes(tmp_path):
+    """data/sample is `cdranon synth --seed 42 --rows 600 --days 2 --people 120`, byte for byte
+    (so the canaries of the world that made it are known to the tests)."""
+    generate_all(tmp_path, seed=42, rows=600, days=2, people=120)
+    made = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*") if p.is_file())
+    committed = sorted(p.relative_to(SAMPLE) for p in SAMPLE.rglob("*") if p.is_file())
+    assert made == committed
+    for rel in made:
+        assert (tmp_path / rel).read_bytes() == (SAMPLE / rel).read_bytes(), rel
 
 
 def test_master_key_from_a_prefect_secret_block(

@@ -156,3 +156,30 @@ def test_user_agent_parts(ua, plus, want):
     assert user_agent_parts(ua, plus) == want
     for part, value in zip(("browser", "browser_major", "os", "device_class"), want, strict=True):
         assert apply("user_agent", [ua], part=part, plus_is_space=plus) == [value]
+
+
+_KEY = st.from_regex(r"[a-z]{1,8}", fullmatch=True)
+_VAL = st.from_regex(r"[A-Za-z0-9@.]{0,12}", fullmatch=True)
+
+
+@given(st.lists(st.tuples(_KEY, _VAL), min_size=1, max_size=5), st.sets(_KEY, max_size=3))
+def test_query_part_of_a_url_and_of_a_bare_query_agree(pairs, allow):
+    """IIS logs the query alone (cs-uri-query); Apache logs it in the path: same output."""
+    query = "&".join(f"{k}={v}" for k, v in pairs)
+    allow = tuple(sorted(allow))
+    bare = apply("url_template", [query], part="query", allow_query=allow)
+    in_url = apply("url_template", ["/a/b?" + query], part="query", allow_query=allow)
+    assert bare == in_url
+    kept = dict(kv.split("=", 1) if "=" in kv else (kv, None) for kv in (bare[0] or "").split("&"))
+    for k, _ in pairs:
+        if k not in allow:
+            assert kept.get(k) is None  # the key may stay, its value never
+
+
+def test_path_part_has_no_query():
+    got = apply("url_template", ["/meet/jane.doe/K7Q2XZ9B?sl=1", "/", "/a?b=1"], part="path")
+    assert got == ["/meet/{user}/{conference}", "/", "/a"]
+
+
+def test_missing_marks_empty_values():
+    assert apply("missing", ["x", None, ""]) == [False, True, False]
