@@ -64,6 +64,9 @@ class Contract(BaseModel):
     xml_element: str | None = None
     # Set for join sources (Users, Phones, Connect users): read first, never published.
     lookup: Lookup | None = None
+    # Set for companion exports (Lync 2010 VoipDetails): their anonymised columns join the rows
+    # of this other contract's export, on the shared key; never published on their own.
+    merge_into: str | None = None
     columns: tuple[Column, ...]
 
     @property

@@ -440,6 +440,30 @@ def present(expr: pl.Expr, *, options: NoOptions, ctx: OpContext | None) -> pl.E
     return expr.is_not_null()
 
 
+_CONF_TYPE = re.compile(r"app:conf:([a-z][a-z0-9\-]*)", re.IGNORECASE)
+
+
+def conference_type_of(uri: str) -> str:
+    """The conference type of a focus or MCU URI; the organiser's address is never kept.
+
+    >>> conference_type_of("sip:kmyer@litwareinc.com;gruu;opaque=app:conf:focus:id:drg2y8v4")
+    'focus'
+    >>> conference_type_of("sip:pool.contoso.com;gruu;opaque=app:conf:audio-video:id:4XB")
+    'audio-video'
+    >>> conference_type_of("sip:someone@contoso.com")
+    'other'
+    """
+    m = _CONF_TYPE.search(uri)
+    return m.group(1).lower() if m else "other"
+
+
+@register("conference_type", options=NoOptions, accepts={"string"}, output="string")
+def conference_type(expr: pl.Expr, *, options: NoOptions, ctx: OpContext | None) -> pl.Expr:
+    """Replace a conference URI (which embeds its organiser's SIP address) by its type."""
+    memo = ctx.cache("conference_type") if ctx is not None else None
+    return map_unique(expr, conference_type_of, return_dtype=pl.String(), cache=memo)
+
+
 @register("missing", options=NoOptions, accepts=None, output="bool")
 def missing(expr: pl.Expr, *, options: NoOptions, ctx: OpContext | None) -> pl.Expr:
     """Keep only whether the column is empty (a Connect visit with no end is still in progress)."""

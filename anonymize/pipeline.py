@@ -32,7 +32,7 @@ from anonymize.operators import (
     region_of_path,
 )
 from anonymize.parse import REASON, type_frame
-from anonymize.policy import CompiledRule, DatasetPolicy, Policy
+from anonymize.policy import CompiledRule, DatasetPolicy, Policy, rule_columns
 from anonymize.sources import Reader, open_source
 from anonymize.sources.base import RAW_LINE, ROW, RawBatch, file_sha256, prefetch
 
@@ -109,9 +109,7 @@ def _rule_exprs(
     known = contract.column_map
     exprs = []
     for rule in rules:
-        needs = [rule.column] if rule.column else []
-        needs += [getattr(rule.options, o) for o in rule.spec.column_options]
-        if any(n not in known for n in needs):
+        if any(n not in known for n in rule_columns(rule)):
             continue  # a column of another export kind of the dataset: its output stays null
         src = pl.col(rule.column) if rule.column is not None else None
         exprs.append(rule.spec.fn(src, options=rule.options, ctx=ctx).alias(rule.output))
@@ -211,8 +209,14 @@ def process_file(
         result.reason = f"the policy has no dataset for the contract {contract.name}"
         return result
     result.dataset = ds.name
+    if contract.merge_into is not None:
+        ctx.lookups = _load_lookups(lookups, rel)
+        return _process_companion(
+            reader, contract, ds, policy, ctx, staging, quarantine, file_tag, result
+        )
     fixed_region = None
-    if ds.partition.region_from == "path":
+    region_col = ds.partition.region
+    if ds.partition.region_from == "path" or region_col not in contract.column_map:
         fixed_region = region_of_path(rel, ctx.region_pools)
         if fixed_region is None:
             result.reason = (
@@ -220,7 +224,8 @@ def process_file(
                 "(AMER, EMEA, APAC) or after the server's FQDN, matching the policy's regions"
             )
             return result
-    ctx.lookups = _load_lookups(lookups)
+    ctx.lookups = _load_lookups(lookups, rel)
+    companions = _load_companions(contract, lookups, rel)
 
     # Stage under a per-file folder first: a file that breaks half-way leaves nothing behind.
     work = staging / "_files" / file_tag
@@ -249,6 +254,7 @@ def process_file(
                 meta,
                 skip_keys,
                 fixed_region,
+                companions,
                 result,
             )
             break
@@ -277,14 +283,109 @@ def _inputs_digest(sha256: str, contract: Contract) -> str:
     return hashlib.sha256(f"{contract.name}\n{sha256}".encode()).hexdigest()
 
 
-def _load_lookups(lookups: dict[str, list[str]] | None) -> dict[str, pl.DataFrame]:
-    """Key -> pseudonym tables of the run's join sources, one per contract (first file wins)."""
+def _scoped_path(staging: Path, contract: Contract, rel: str, file_tag: str) -> Path:
+    """Where a join source or companion is staged: under the landing folder it came from.
+
+    Integer keys are only meaningful within one database: a Users export applies to the files
+    of its own folder and the folders below it (another monitoring database's exports sit in
+    another folder), and the nearest one wins.
+    """
+    folder = Path(rel).parent
+    return staging / LOOKUPS / contract.name / folder / f"{file_tag}.parquet"
+
+
+def _in_scope(paths: list[str], rel: str) -> list[str]:
+    """The staged files of the nearest scope that holds ``rel`` (see ``_scoped_path``)."""
+    here = Path(rel).parent
+    best: dict[Path, list[str]] = {}
+    for p in paths:
+        staged = Path(p)
+        root = next(a for a in staged.parents if a.parent.name == LOOKUPS)
+        scope = staged.parent.relative_to(root)
+        if scope == Path(".") or here == scope or scope in here.parents:
+            best.setdefault(scope, []).append(p)
+    if not best:
+        return []
+    nearest = max(best, key=lambda s: len(s.parts) if s != Path(".") else 0)
+    return sorted(best[nearest])
+
+
+def _load_companions(
+    contract: Contract, lookups: dict[str, list[str]] | None, rel: str
+) -> pl.DataFrame | None:
+    """The anonymised companion rows staged for this contract (2010 VoipDetails for
+    SessionDetails) in this file's scope, keyed by the contract's key; None when there are none."""
+    from anonymize.contracts import all_contracts
+
+    frames = [
+        pl.read_parquet(p)
+        for c in all_contracts()
+        if c.merge_into == contract.name
+        for p in _in_scope((lookups or {}).get(c.name, []), rel)
+    ]
+    if not frames:
+        return None
+    return pl.concat(frames, how="diagonal_relaxed").unique(
+        subset=list(contract.key), keep="first", maintain_order=True
+    )
+
+
+def _load_lookups(lookups: dict[str, list[str]] | None, rel: str) -> dict[str, pl.DataFrame]:
+    """Key -> pseudonym tables of the join sources in this file's scope, one per contract."""
+    from anonymize.contracts import load_contract
+
     out = {}
     for name, paths in (lookups or {}).items():
-        if paths:
-            frames = [pl.read_parquet(p) for p in sorted(paths)]
+        if load_contract(name).lookup is None:
+            continue
+        if scoped := _in_scope(paths, rel):
+            frames = [pl.read_parquet(p) for p in scoped]
             out[name] = pl.concat(frames).unique(subset="key", keep="first", maintain_order=True)
     return out
+
+
+def _stage_side_table(
+    reader: Reader,
+    contract: Contract,
+    policy: Policy,
+    select: list[pl.Expr],
+    unique_on: list[str],
+    filtered_as: str,
+    staging: Path,
+    qdir: Path,
+    file_tag: str,
+    result: FileResult,
+) -> FileResult:
+    """Read a file that publishes nothing itself into a table staged for later files of the run.
+
+    Bad rows go to the quarantine as usual; the good ones are counted as filtered with the
+    reason ``filtered_as``. The table holds only ``select`` (pseudonyms, anonymised columns),
+    never a raw identifier.
+    """
+    frames, quarantined = [], Counter[str]()
+    try:
+        for i, batch in enumerate(prefetch(reader.batches(policy.batch_rows))):
+            result.rows_read += batch.rows_read
+            typed = type_frame(contract, batch.frame)
+            quarantined += _write_quarantine(
+                batch.frame, typed[REASON], batch, qdir / f"{file_tag}-{i:05d}.parquet"
+            )
+            frames.append(typed.filter(pl.col(REASON).is_null()).select(select))
+    except InputError as exc:
+        for stale in qdir.glob(f"{file_tag}-*.parquet"):
+            stale.unlink()
+        result.rows_read, result.reason = 0, str(exc)
+        return result
+    table = pl.concat(frames).unique(subset=unique_on, keep="first", maintain_order=True)
+    target = _scoped_path(staging, contract, result.path, file_tag)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    table.write_parquet(target)
+    result.rows_quarantined = dict(sorted(quarantined.items()))
+    used = result.rows_read - sum(quarantined.values())
+    result.rows_filtered = {filtered_as: used} if used else {}
+    result.lookup_path = str(target)
+    result.status = "processed"
+    return result
 
 
 def _process_lookup(
@@ -300,39 +401,36 @@ def _process_lookup(
     """Read a join source into ``key -> pseudonym`` (never the raw value) in the run's staging."""
     spec = contract.lookup
     assert spec is not None
-    qdir = quarantine / contract.name
     pseudo = REGISTRY["pseudonymize"].fn(
         pl.col(spec.value), options=PseudonymizeOptions(kind=spec.kind), ctx=ctx
     )
-    frames, quarantined = [], Counter[str]()
-    try:
-        for i, batch in enumerate(prefetch(reader.batches(policy.batch_rows))):
-            result.rows_read += batch.rows_read
-            typed = type_frame(contract, batch.frame)
-            quarantined += _write_quarantine(
-                batch.frame, typed[REASON], batch, qdir / f"{file_tag}-{i:05d}.parquet"
-            )
-            good = typed.filter(pl.col(REASON).is_null())
-            frames.append(
-                good.select(
-                    pl.col(spec.key).cast(pl.String).alias("key"), pseudo.alias("pseudonym")
-                )
-            )
-    except InputError as exc:
-        for stale in qdir.glob(f"{file_tag}-*.parquet"):
-            stale.unlink()
-        result.rows_read, result.reason = 0, str(exc)
-        return result
-    table = pl.concat(frames).unique(subset="key", keep="first", maintain_order=True)
-    target = staging / LOOKUPS / contract.name / f"{file_tag}.parquet"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    table.write_parquet(target)
-    result.rows_quarantined = dict(sorted(quarantined.items()))
-    used = result.rows_read - sum(quarantined.values())
-    result.rows_filtered = {"join_source": used} if used else {}
-    result.lookup_path = str(target)
-    result.status = "processed"
-    return result
+    select = [pl.col(spec.key).cast(pl.String).alias("key"), pseudo.alias("pseudonym")]
+    qdir = quarantine / contract.name
+    return _stage_side_table(
+        reader, contract, policy, select, ["key"], "join_source", staging, qdir, file_tag, result
+    )
+
+
+def _process_companion(
+    reader: Reader,
+    contract: Contract,
+    ds: DatasetPolicy,
+    policy: Policy,
+    ctx: OpContext,
+    staging: Path,
+    quarantine: Path,
+    file_tag: str,
+    result: FileResult,
+) -> FileResult:
+    """Anonymise a companion export (its key and the outputs of its columns) for the rows of the
+    export it completes, processed later in the run; nothing of it is published on its own."""
+    key_cols = list(contract.key)
+    select = [*(pl.col(k) for k in key_cols), *_rule_exprs(ds.rules, contract, ctx)]
+    reason = f"merged_into:{contract.merge_into}"
+    qdir = quarantine / ds.name
+    return _stage_side_table(
+        reader, contract, policy, select, key_cols, reason, staging, qdir, file_tag, result
+    )
 
 
 def _process_batches(
@@ -347,6 +445,7 @@ def _process_batches(
     meta: dict[str, str],
     skip_keys: list[str] | None,
     fixed_region: str | None,
+    companions: pl.DataFrame | None,
     result: FileResult,
 ) -> None:
     rule_exprs = _rule_exprs(ds.rules, contract, ctx)
@@ -355,6 +454,8 @@ def _process_batches(
     else:
         region = pool_region(pl.col(ds.partition.region), options=None, ctx=ctx)
     date_col = ds.partition.date_for(contract)
+    known = contract.column_map
+    excludes = [ex for ex in ds.exclude if ex.column in known]
     key_cols = list(contract.key)
     skip = (
         pl.concat([pl.read_parquet(p) for p in skip_keys]).unique()
@@ -388,9 +489,26 @@ def _process_batches(
             good = good.join(skip, on=key_cols, how="anti", maintain_order="left")
             if before - good.height:
                 filtered["duplicate_session"] += before - good.height
+        for ex in excludes:
+            hit = (pl.col(ex.column).fill_null(0) & ex.bits) != 0
+            n = good.select(hit.sum()).item()
+            if n:
+                filtered[ex.reason] += n
+                good = good.filter(~hit)
         if key_cols and good.height:
             keys_out.append(good.select(key_cols))
-        out = good.select([*rule_exprs, pl.col("__date"), pl.col("__region")])
+        if companions is None:
+            out = good.select([*rule_exprs, pl.col("__date"), pl.col("__region")])
+        else:
+            keyed = good.select([*rule_exprs, *key_cols, pl.col("__date"), pl.col("__region")])
+            out = keyed.join(
+                companions, on=key_cols, how="left", maintain_order="left", suffix="__c"
+            )
+            out = out.with_columns(
+                pl.coalesce(pl.col(c), pl.col(f"{c}__c")).alias(c)
+                for c in companions.columns
+                if f"{c}__c" in out.columns
+            )
         missing = [c for c in out_schema.columns if c not in out.columns]
         out = out.with_columns(
             pl.lit(None, dtype=out_schema.polars_schema[c]).alias(c) for c in missing
@@ -440,14 +558,17 @@ def plan_inputs(files: list[tuple[str, str]], policy: Policy) -> list[PlannedFil
     for path, family in sorted(files):
         contract = dataset = sha = duplicate_of = None
         priority = 0
+        join_source = False
         try:
             sha = file_sha256(Path(path))
             c = open_source(Path(path), family).contract
             ds = policy.dataset_for(c)
             contract, dataset, priority = c.name, ds.name if ds else None, c.priority
+            join_source = c.lookup is not None
         except (OSError, InputError, ContractError):
             pass
-        if sha is not None:
+        # A join source publishes nothing: the same Users export in two folders serves both.
+        if sha is not None and not join_source:
             duplicate_of = seen.setdefault(sha, path)
             duplicate_of = None if duplicate_of == path else duplicate_of
         planned.append(PlannedFile(path, family, contract, dataset, priority, sha, duplicate_of))

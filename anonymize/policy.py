@@ -55,7 +55,9 @@ class Partition(BaseModel):
     contracts name it differently: each contract must have exactly one of them). ``region``: the
     column (a pool or site FQDN) mapped to a region by the policy's patterns; or, with
     ``region_from: path``, the file's folders in the landing zone (a region's name or a server
-    FQDN), for sources whose rows say nothing of where they were served.
+    FQDN), for sources whose rows say nothing of where they were served. A contract of the
+    dataset without the region column (the 2010 tables carry only an integer PoolId) also takes
+    its region from the path.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -90,6 +92,7 @@ class DatasetPolicy:
     partition: Partition
     rules: tuple[CompiledRule, ...]
     dropped: tuple[str, ...]
+    exclude: tuple[Exclude, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -112,6 +115,20 @@ class Policy:
         return None
 
 
+class Exclude(BaseModel):
+    """Rows left out of the dataset, counted as filtered with ``reason``.
+
+    A row is excluded when ``column & bits`` is not zero (``Flag & 1``: a synthetic transaction,
+    the pool's health probe, is no usage).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    reason: str = Field(pattern=r"^[a-z][a-z0-9_]{0,40}$")
+    column: str
+    bits: int = Field(ge=1)
+
+
 class _RawDataset(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -119,6 +136,7 @@ class _RawDataset(BaseModel):
     partition: Partition
     columns: dict[str, Any] = Field(default_factory=dict)
     derive: dict[str, Any] = Field(default_factory=dict)
+    exclude: list[Exclude] = Field(default_factory=list)
 
 
 class _RawPolicy(BaseModel):
@@ -164,7 +182,7 @@ def _snake(name: str) -> str:
     return "".join(out)
 
 
-def _rule_columns(rule: CompiledRule) -> list[str]:
+def rule_columns(rule: CompiledRule) -> list[str]:
     """The input columns a compiled rule reads."""
     cols = [rule.column] if rule.column else []
     return cols + [getattr(rule.options, o) for o in rule.spec.column_options]
@@ -303,10 +321,22 @@ def _compile_dataset(name: str, raw: _RawDataset, problems: list[str]) -> Datase
         for i, step in enumerate(steps):
             compile_step(step, col, loc if len(steps) == 1 else f"{loc}[{i}]")
     for out, rule in raw.derive.items():
-        if not isinstance(rule, dict):
-            problems.append(f"{where}.derive.{out}: must be {{op: ..., ...options}}")
+        # A list gives alternatives for contracts that name the columns differently (the 2010
+        # tables' SessionEndTime, the views' EndTime): one per contract at most.
+        alternatives = rule if isinstance(rule, list) else [rule]
+        if not alternatives or not all(isinstance(r, dict) for r in alternatives):
+            problems.append(
+                f"{where}.derive.{out}: must be {{op: ..., ...options}} or a list of them"
+            )
             continue
-        compile_step({**rule, "as": out}, None, f"{where}.derive.{out}")
+        for i, alt in enumerate(alternatives):
+            loc = f"{where}.derive.{out}" + (f"[{i}]" if len(alternatives) > 1 else "")
+            compile_step({**alt, "as": out}, None, loc)
+    for i, ex in enumerate(raw.exclude):
+        if ex.column not in columns:
+            problems.append(f"{where}.exclude[{i}]: unknown column {ex.column!r}")
+        elif columns[ex.column].type != "int":
+            problems.append(f"{where}.exclude[{i}]: {ex.column} is not an int column")
 
     outputs = [r.output for r in rules]
     for dup in sorted({o for o in outputs if outputs.count(o) > 1}):
@@ -315,7 +345,7 @@ def _compile_dataset(name: str, raw: _RawDataset, problems: list[str]) -> Datase
         for contract in contracts:
             known = contract.column_map
             producing = [
-                r for r in rules if r.output == dup and all(c in known for c in _rule_columns(r))
+                r for r in rules if r.output == dup and all(c in known for c in rule_columns(r))
             ]
             if len(producing) > 1:
                 problems.append(
@@ -328,7 +358,9 @@ def _compile_dataset(name: str, raw: _RawDataset, problems: list[str]) -> Datase
             problems.append(
                 f"{where}: {key!r} is a partition key; it lives only in directory names"
             )
-    return DatasetPolicy(name, tuple(contracts), raw.partition, tuple(rules), tuple(dropped))
+    return DatasetPolicy(
+        name, tuple(contracts), raw.partition, tuple(rules), tuple(dropped), tuple(raw.exclude)
+    )
 
 
 def load_policy(path: str | Path | Any) -> Policy:

@@ -356,6 +356,255 @@ def generate_all(
     from anonymize.synth import generate_lync
 
     world = generate_lync(out, seed=seed, rows=rows, days=days, people=people, start=start)
+    generate_lync_more(
+        out, world, seed=seed, conferences=max(rows // 25, 8), days=days, start=start
+    )
     generate_weblogs(out, world, seed=seed, requests=max(rows // 2, 12), days=days, start=start)
     generate_connect(out, world, seed=seed, meetings=max(rows // 40, 6), days=days, start=start)
     return world
+
+
+# --- Lync conferences, registrations, join/leave tables and Lync 2010 table exports ----------
+
+DEREGISTER_REASONS = ("Client_Logout", "Client_Timeout", "Server_Shutdown", "Client_Crash")
+
+
+def _guid(rng: np.random.Generator) -> str:
+    return str(uuid.UUID(bytes=rng.bytes(16), version=4)).upper()
+
+
+def _ssms_csv(rows: list[dict], path: Path, columns: list[str]) -> None:
+    """Write rows the way SSMS "Save results as" does: ms datetimes, 0/1 bits, NULL."""
+    frame = pl.DataFrame(rows, schema_overrides=None, infer_schema_length=None).select(columns)
+    frame = frame.with_columns(
+        pl.col(pl.Datetime).dt.strftime("%Y-%m-%d %H:%M:%S%.3f"),
+        pl.col(pl.Boolean).cast(pl.Int8).cast(pl.String),
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frame.write_csv(path, null_value="NULL")
+
+
+def _contract_columns(name: str) -> list[str]:
+    from anonymize.contracts import load_contract
+
+    return [c.name for c in load_contract(name).columns if c.name != "LastModifiedTime"]
+
+
+def generate_lync_more(
+    out: Path, world: World, *, seed: int, conferences: int, days: int = 2,
+    start: date = date(2026, 11, 23),
+) -> None:  # fmt: skip
+    """Conferences, conference sessions, join/leave tables, registrations and 2010 tables.
+
+    ``lync/<day>/`` gets ConferencesView.csv, ConferenceSessionDetailsView.csv,
+    RegistrationView.csv and Users.csv (the monitoring database's Users table, for the
+    FocusJoinsAndLeaves / McuJoinsAndLeaves tables in ``lync/<day>/<REGION>/``, which carry no
+    pool). ``lync/legacy2010/<day>/EMEA/`` holds a Lync Server 2010 pool's table exports
+    (SessionDetails, VoipDetails, Conferences, ConferenceSessionDetails) with its own Users and
+    Phones tables, numbered differently.
+    """
+    rng = np.random.default_rng(seed + 17)
+    attrs = _person_attrs(world, seed)
+    everyone = world.people
+    user_ids = {p.sip: 1000 + i for i, p in enumerate(everyone)}
+    dialin = world.pstn_numbers[:5]
+    for n in dialin:
+        user_ids[f"tel:{n}"] = 5000 + len(user_ids)
+    by_region: dict[str, list[Person]] = {}
+    for p in everyone:
+        by_region.setdefault(p.region, []).append(p)
+    for d in range(days):
+        day = start + timedelta(days=d)
+        folder = Path(out) / "lync" / day.isoformat()
+        confs, conf_sessions, regs = [], [], []
+        focus: dict[str, list[dict]] = {}
+        mcu: dict[str, list[dict]] = {}
+        for region, people in sorted(by_region.items()):
+            pool = REGION_SETUP[region][3][0]
+            n = max(conferences // (days * len(by_region)), 2)
+            for m, t0 in enumerate(_day_times(rng, day, region, n + 1)):
+                synthetic = m == n  # one health probe per region and day
+                org = people[int(rng.integers(len(people)))]
+                org_uri = f"stprobe{region.lower()}@contoso.com" if synthetic else org.sip
+                conf_id = "".join(rng.choice(list("ABCDEFGHJKLMNPQRSTUVWXYZ23456789"), 8))
+                focus_uri = f"sip:{org_uri};gruu;opaque=app:conf:focus:id:{conf_id}"
+                mcu_uri = f"sip:{org_uri};gruu;opaque=app:conf:audio-video:id:{conf_id}"
+                instance = _guid(rng)
+                _record(world, "guid", instance.lower())
+                length = timedelta(seconds=int(rng.lognormal(7.4, 0.6)))
+                confs.append({
+                    "SessionIdTime": t0, "SessionIdSeq": 1, "ConferenceUri": focus_uri,
+                    "ConferenceUriType": "UserUri", "ConfInstance": instance,
+                    "ConferenceStartTime": t0, "ConferenceEndTime": t0 + length,
+                    "OrganizerUri": org_uri, "OrganizerType": "UserUri",
+                    "OrganizerTenant": org.tenant.upper(), "Pool": pool,
+                    "Flag": 1 if synthetic else 0,
+                })  # fmt: skip
+                if synthetic:
+                    continue
+                k = int(rng.integers(2, min(8, len(people))))
+                crowd = [org] + [people[int(i)] for i in rng.choice(len(people), k, replace=False)]
+                crowd = list({p.sip: p for p in crowd}.values())
+                for j, p in enumerate(crowd):
+                    join = t0 + timedelta(seconds=int(rng.integers(0, 240)))
+                    leave = join + length * float(rng.uniform(0.3, 1.0))
+                    for seq, (uri, kind) in enumerate(((focus_uri, "focus"), (mcu_uri, "mcu"))):
+                        conf_sessions.append({
+                            "SessionIdTime": join + timedelta(milliseconds=seq * 7 + j),
+                            "SessionIdSeq": 1, "ConferenceUri": focus_uri,
+                            "ConfInstance": instance,
+                            "McuConferenceUri": mcu_uri if kind == "mcu" else None,
+                            "UserUri": f"sip:{p.sip}", "UserUriType": "UserUri",
+                            "UserTenant": p.tenant.upper(), "UserEndpointId": p.endpoint.upper(),
+                            "UserClientVersion": p.client,
+                            "DialogId": f"{rng.bytes(8).hex()};from-tag={rng.bytes(4).hex()},x",
+                            "IsUserInternal": True, "ResponseCode": 200, "DiagnosticId": None,
+                            "ContentType": "application/sdp" if kind == "mcu" else
+                            "application/cccp+xml",
+                            "Pool": pool, "EdgeServer": None if j % 4 else f"edge01.{pool}",
+                            "InviteTime": join, "ResponseTime": join + timedelta(milliseconds=420),
+                            "EndTime": leave, "UserFlag": 0, "CallFlag": 0,
+                        })  # fmt: skip
+                        del uri
+                    focus.setdefault(region, []).append({
+                        "SessionIdTime": t0, "SessionIdSeq": 1, "UserId": user_ids[p.sip],
+                        "FocusUserInstance": 1, "IsUserInternal": True,
+                        "UserRole": "presenter" if p is org else "attendee",
+                        "UserJoinTime": join, "UserLeaveTime": leave,
+                        "UserEndpointId": p.endpoint.upper(),
+                    })  # fmt: skip
+                    mcu.setdefault(region, []).append({
+                        "SessionIdTime": t0, "SessionIdSeq": 1, "UserId": user_ids[p.sip],
+                        "McuUserInstance": 1, "IsFromPstn": False, "McuId": 2,
+                        "UserJoinTime": join + timedelta(seconds=2), "UserLeaveTime": leave,
+                    })  # fmt: skip
+                if m % 3 == 0:  # somebody dials in from a phone
+                    phone = dialin[int(rng.integers(len(dialin)))]
+                    mcu[region].append({
+                        "SessionIdTime": t0, "SessionIdSeq": 1, "UserId": user_ids[f"tel:{phone}"],
+                        "McuUserInstance": 1, "IsFromPstn": True, "McuId": 2,
+                        "UserJoinTime": t0 + timedelta(seconds=30), "UserLeaveTime": t0 + length,
+                    })  # fmt: skip
+            for p in people:
+                a = attrs[p.sip]
+                t = _day_times(rng, day, region, 1)[0]
+                polycom = p.client.startswith("Polycom")
+                mac = "00-04-F2-" + "-".join(f"{b:02X}" for b in rng.bytes(3)) if polycom else None
+                _record(world, "mac", mac or "")
+                _record(world, "ip", a["ip"])
+                era = _guid(rng)
+                _record(world, "guid", era.lower())
+                dialog = f"{rng.bytes(8).hex()};epid={rng.bytes(5).hex()}"
+                regs.append({
+                    "SessionIdTime": t, "SessionIdSeq": 1, "RegisterTime": t, "UserUri": p.sip,
+                    "UserUriType": "UserUri", "UserTenant": p.tenant.upper(),
+                    "EndpointId": p.endpoint.upper(), "EndpointEra": era,
+                    "DeRegisterType": t + timedelta(hours=float(rng.uniform(0.5, 9))),
+                    "DeRegisterReason": DEREGISTER_REASONS[int(rng.integers(4))],
+                    "ClientVersion": p.client, "ClientType": 4, "ClientCategory": "OC",
+                    "IpAddress": a["ip"], "DialogId": dialog,
+                    "ResponseCode": 200, "DiagnosticId": None, "Registrar": f"fe01.{pool}",
+                    "Pool": pool, "EdgeServer": f"edge01.{pool}" if rng.random() < 0.2 else None,
+                    "IsInternal": True, "IsUserServiceAvailable": True, "IsPrimaryRegistrar": True,
+                    "DeviceMacAddress": mac, "DeviceManufacturer": "Polycom" if polycom else None,
+                    "DeviceHardwareVersion": "VVX 411" if polycom else None,
+                })  # fmt: skip
+        _ssms_csv(confs, folder / "ConferencesView.csv", _contract_columns("lync_conferences_view"))
+        _ssms_csv(
+            conf_sessions,
+            folder / "ConferenceSessionDetailsView.csv",
+            [c for c in _contract_columns("lync_conference_session_details_view")
+             if c in conf_sessions[0]],
+        )  # fmt: skip
+        _ssms_csv(
+            regs, folder / "RegistrationView.csv", _contract_columns("lync_registration_view")
+        )
+        users = [
+            {"NextUpdateTS": datetime(day.year, day.month, day.day), "UserId": uid, "UserUri": uri,
+             "TenantId": 1, "UriTypeId": 0 if uri.startswith("tel:") else 1}
+            for uri, uid in user_ids.items()
+        ]  # fmt: skip
+        _ssms_csv(users, folder / "Users.csv", _contract_columns("lync_users"))
+        for region in sorted(focus):
+            cols = [c for c in _contract_columns("lync_focus_joins") if c in focus[region][0]]
+            _ssms_csv(focus[region], folder / region / "FocusJoinsAndLeaves.csv", cols)
+            cols = [c for c in _contract_columns("lync_mcu_joins") if c in mcu[region][0]]
+            _ssms_csv(mcu[region], folder / region / "McuJoinsAndLeaves.csv", cols)
+        _legacy_2010(out, world, rng, day, by_region.get("EMEA", everyone), conferences // days)
+
+
+def _legacy_2010(
+    out: Path, world: World, rng: np.random.Generator, day: date, people: list[Person], n: int
+) -> None:
+    """A Lync Server 2010 pool's table exports for one day, with its own Users and Phones."""
+    folder = Path(out) / "lync" / "legacy2010" / day.isoformat() / "EMEA"
+    user_ids = {p.sip: 7 + 3 * i for i, p in enumerate(people)}  # not the 2013 pool's numbering
+    phones = {p.phone: 40 + i for i, p in enumerate(people)}
+    outside = world.pstn_numbers[5:15]
+    phones.update({num: 900 + i for i, num in enumerate(outside)})
+    sessions, voip, confs, conf_sessions = [], [], [], []
+    for i, t in enumerate(_day_times(rng, day, "EMEA", max(n, 4))):
+        a, b = (people[int(j)] for j in rng.choice(len(people), 2, replace=False))
+        pstn = i % 3 == 0
+        answer = t + timedelta(seconds=float(rng.uniform(1, 8)))
+        end = answer + timedelta(seconds=int(rng.lognormal(5.2, 1.0)))
+        sessions.append({
+            "SessionIdTime": t, "SessionIdSeq": 1, "InviteTime": t, "ResponseTime": answer,
+            "SessionEndTime": end, "User1Id": user_ids[a.sip],
+            "User2Id": None if pstn else user_ids[b.sip], "TargetUserId": None,
+            "SessionStartedById": user_ids[a.sip], "OnBehalfOfId": None, "ReferredById": None,
+            "ServerId": 3, "PoolId": 2, "ContentTypeID": 1, "User1ClientVerId": 12,
+            "User2ClientVerId": None if pstn else 12, "User1EdgeServerid": None,
+            "User2EdgeServerid": None, "IsUser1Internal": True, "IsUser2Internal": not pstn,
+            "ResponseCode": 200, "DiagnosticId": None, "CallPriority": 0,
+            "User1MessageCount": 0, "User2MessageCount": 0, "MediaTypes": 16,
+            "User1Flag": 0, "User2Flag": 0, "CallFlag": 0, "Processed": True,
+        })  # fmt: skip
+        if pstn:
+            callee = outside[int(rng.integers(len(outside)))]
+            voip.append({
+                "SessionIdTime": t, "SessionIdSeq": 1, "FromNumberId": phones[a.phone],
+                "ConnectedNumberId": phones[callee], "FromMediationServerId": 4,
+                "ToMediationServerId": 4, "FromGatewayId": None, "ToGatewayId": 6,
+                "DisconnectedbyURIId": user_ids[a.sip], "DisconnectedbyPhoneId": None,
+            })  # fmt: skip
+        if i % 4 == 0:
+            instance = _guid(rng)
+            _record(world, "guid", instance.lower())
+            confs.append({
+                "SessionIdTime": t, "SessionIdSeq": 2, "ConferenceUriId": 30 + i,
+                "ConfInstance": instance, "ConferenceStartTime": t,
+                "ConferenceEndTime": end, "PoolId": 2, "OrganizerId": user_ids[a.sip],
+                "Flag": 0, "Processed": True,
+            })  # fmt: skip
+            for j, p in enumerate((a, b)):
+                conf_sessions.append({
+                    "SessionIdTime": t + timedelta(milliseconds=3 + j), "SessionIdSeq": 1,
+                    "ConferenceUriId": 30 + i, "ConfInstance": instance, "McuConferenceUriId": None,
+                    "UserId": user_ids[p.sip], "OnBehalfOfId": None, "ReferredById": None,
+                    "UserClientVersionId": 12, "ConfClientVersionId": 13,
+                    "IsStartedByConfServer": False, "IsEndedByConfServer": False,
+                    "IsUserInternal": True, "ResponseCode": 200, "DiagnosticId": None,
+                    "ServerId": 3, "PoolId": 2, "MediationServerId": None, "GatewayId": None,
+                    "EdgeServerId": None, "ContentTypeId": 2, "InviteTime": t,
+                    "ResponseTime": answer, "SessionEndTime": end, "UriTypeId": 1,
+                    "UserFlag": 0, "CallFlag": 0,
+                })  # fmt: skip
+
+    def cols(name: str, rows: list[dict]) -> list[str]:
+        return [c for c in _contract_columns(name) if c in rows[0]]
+
+    _ssms_csv(sessions, folder / "SessionDetails.csv", cols("lync2010_session_details", sessions))
+    if voip:
+        _ssms_csv(voip, folder / "VoipDetails.csv", cols("lync2010_voip_details", voip))
+    if confs:
+        _ssms_csv(confs, folder / "Conferences.csv", cols("lync2010_conferences", confs))
+        _ssms_csv(
+            conf_sessions,
+            folder / "ConferenceSessionDetails.csv",
+            cols("lync2010_conference_session_details", conf_sessions),
+        )
+    users = [{"UserId": uid, "UserUri": uri} for uri, uid in user_ids.items()]
+    _ssms_csv(users, folder / "Users.csv", ["UserId", "UserUri"])
+    phone_rows = [{"PhoneId": pid, "PhoneUri": f"tel:{num}"} for num, pid in phones.items()]
+    _ssms_csv(phone_rows, folder / "Phones.csv", ["PhoneId", "PhoneUri"])

@@ -51,14 +51,22 @@ def test_flow_refuses_the_odd_file_by_name_and_publishes_the_others(
             + sum(entry["rows_quarantined"].values())
             + sum(entry["rows_filtered"].values())
         )
-    lync = [i for i in processed if i["path"].startswith("lync/")]
-    assert sum(i["rows_published"] for i in lync) == 600  # every sampled session, once
+    views = [i for i in processed if i["contract"] in ("lync_session_details_view",
+                                                        "lync_voip_details_view")]  # fmt: skip
+    assert sum(i["rows_published"] for i in views) == 600  # every sampled session, once
     filtered = manifest["filtered_by_reason"]
-    assert set(filtered) == {"duplicate_session", "join_source"}
+    assert set(filtered) == {
+        "duplicate_session",
+        "join_source",
+        "synthetic_transaction",
+        "merged_into:lync2010_session_details",
+    }
     assert filtered["duplicate_session"] > 0  # the VoIP rows replaced their session rows
+    join_sources = ("connect_users", "lync_users", "lync_phones")
     assert filtered["join_source"] == sum(
-        i["rows_read"] for i in processed if i["contract"] == "connect_users"
+        i["rows_read"] for i in processed if i["contract"] in join_sources
     )
+    assert filtered["synthetic_transaction"] == 3 * 2  # one probe per region and day
     assert manifest["quarantine"]["rows_by_reason"] == {"unparseable_line": 6}  # per Apache log
     assert not (out / "_staging").exists()
 
@@ -84,7 +92,13 @@ def test_parameters_are_validated_before_any_task(prefect_harness, tmp_path):
 def test_contract_of_sample_files(sample_landing):
     """The committed sample holds both kinds of Lync export."""
     heads = {p.name: p for p in sample_landing.rglob("*View.csv*")}
-    assert set(heads) == {"SessionDetailsView.csv", "VoIPDetailsView.csv.gz"}
+    assert set(heads) == {
+        "SessionDetailsView.csv",
+        "VoIPDetailsView.csv.gz",
+        "ConferencesView.csv",
+        "ConferenceSessionDetailsView.csv",
+        "RegistrationView.csv",
+    }
     assert load_contract("lync_voip_details_view").priority == 2
 
 

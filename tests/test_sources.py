@@ -17,13 +17,17 @@ from anonymize.sources import open_source
 from anonymize.sources.connect import ConnectXml
 from anonymize.synth import World
 from anonymize.synth_sources import generate_all
-from tests.conftest import REAL_LOGS
+from tests.conftest import REAL_LOGS, SAMPLE
 
 DATASETS = [
     "connect_attendance",
     "connect_meeting_sessions",
     "connect_session_users",
     "connect_transactions",
+    "lync_conference_joins",
+    "lync_conference_sessions",
+    "lync_conferences",
+    "lync_registrations",
     "lync_sessions",
     "web_requests",
 ]
@@ -136,7 +140,7 @@ def test_every_kind_is_read_and_balanced(all_sources):
 def test_no_identifier_of_any_kind_reaches_an_output(all_sources):
     world, _, out = all_sources
     ids = world.identifiers()
-    for kind in ("sip", "name", "phone", "guid", "ip", "email", "account", "card", "title"):
+    for kind in ("sip", "name", "phone", "guid", "ip", "email", "account", "card", "title", "mac"):
         assert ids.get(kind), f"the generator wrote no {kind}"
     for dataset in DATASETS:
         df = read(out, dataset)
@@ -378,3 +382,97 @@ def test_policy_problems_of_the_new_sources(tmp_path, change, problem):
     with pytest.raises(PolicyError) as err:
         load_policy(bad)
     assert problem in str(err.value)
+
+
+# --- Lync conferences, registrations, join tables, 2010 table exports -------------------------
+
+
+def test_synthetic_transactions_are_counted_and_left_out(all_sources):
+    _, results, out = all_sources
+    views = [r for r in results if r.contract == "lync_conferences_view"]
+    assert views
+    assert all(r.rows_filtered == {"synthetic_transaction": 3} for r in views)  # one per region
+    conferences = read(out, "lync_conferences")
+    # 2010 Conferences rows carry only a ConferenceUriId: their type is not known.
+    assert set(conferences["conference_type"].drop_nulls()) == {"focus"}
+    assert conferences["organizer"].str.starts_with("u-").all()
+
+
+def test_conference_uris_keep_only_their_type(all_sources):
+    _, _, out = all_sources
+    sessions = read(out, "lync_conference_sessions")
+    assert set(sessions.filter(pl.col("client").is_not_null())["conference_type"]) == {"focus"}
+    assert set(sessions["mcu_type"].drop_nulls()) == {"audio-video"}
+    joins = read(out, "lync_conference_joins")
+    assert set(joins["role"].drop_nulls()) == {"presenter", "attendee"}
+    mcu = joins.filter(pl.col("via_mcu").is_not_null())
+    assert mcu["is_from_pstn"].any()
+    assert mcu.filter(pl.col("is_from_pstn"))["user"].str.starts_with("p-").all()  # dial-in
+
+
+def test_lync_2010_integer_keys_resolve_to_the_same_pseudonyms(all_sources):
+    """The 2010 pool numbers its users differently; each folder's Users export resolves its own
+    keys, so a person gets one pseudonym across the 2010 tables and the 2013 views."""
+    _, results, out = all_sources
+    legacy = [r for r in results if "legacy2010" in r.path]
+    assert {r.contract for r in legacy} == {
+        "lync2010_session_details",
+        "lync2010_voip_details",
+        "lync2010_conferences",
+        "lync2010_conference_session_details",
+        "lync_users",
+        "lync_phones",
+    }
+    sessions = read(out, "lync_sessions")
+    old = sessions.filter(pl.col("from_client").is_null() & pl.col("from_user").is_not_null())
+    new = sessions.filter(pl.col("from_client").is_not_null())
+    assert old.height > 0
+    assert old["from_user"].str.starts_with("u-").all()
+    known = set(new["from_user"]) | set(new["to_user"])
+    assert set(old["from_user"]) <= known
+    # VoipDetails rows joined their SessionDetails rows: phones through the Phones export.
+    pstn = old.filter(pl.col("to_phone").is_not_null())
+    voip_rows = sum(r.rows_read for r in legacy if r.contract == "lync2010_voip_details")
+    assert pstn.height == voip_rows
+    assert pstn["to_phone"].str.starts_with("p-").all()
+    assert pstn["to_pstn_gateway"].all()
+    assert pstn["duration_s"].min() > 0
+
+
+def test_integer_keys_without_a_users_export_stay_pseudonymous(tmp_path, policy, dev_keyring):
+    src = SAMPLE / "lync" / "legacy2010" / "2026-11-23" / "EMEA" / "SessionDetails.csv"
+    target = tmp_path / "landing" / "lync" / "EMEA" / "SessionDetails.csv"
+    target.parent.mkdir(parents=True)
+    shutil.copy(src, target)
+    results, _ = run_here(tmp_path, policy, dev_keyring)
+    assert results[0].status == "processed"
+    df = read(tmp_path / "out", "lync_sessions")
+    assert df["from_user"].null_count() == 0
+    assert df["from_user"].str.starts_with("x-").all()  # unresolved: a pseudonym of the key
+    raw = pl.read_csv(src, infer_schema_length=0)["User1Id"].to_list()
+    assert not set(df["from_user"]) & set(raw)
+
+
+def test_lookup_scope_is_the_nearest_folder(tmp_path):
+    from anonymize.pipeline import LOOKUPS, _in_scope
+
+    base = tmp_path / LOOKUPS / "lync_users"
+    files = [
+        str(base / "lync" / "a.parquet"),
+        str(base / "lync" / "legacy2010" / "b.parquet"),
+        str(base / "lync" / "legacy2010" / "c.parquet"),
+        str(base / "lync" / "2026-11-23" / "d.parquet"),
+    ]
+    assert _in_scope(files, "lync/2026-11-23/EMEA/FocusJoinsAndLeaves.csv") == [files[3]]
+    assert _in_scope(files, "lync/legacy2010/day/EMEA/SessionDetails.csv") == files[1:3]
+    assert _in_scope(files, "lync/2026-11-24/x.csv") == [files[0]]
+    assert _in_scope(files, "connect/x.csv") == []
+
+
+def test_registrations_truncate_addresses_and_drop_devices(all_sources):
+    _, _, out = all_sources
+    regs = read(out, "lync_registrations")
+    assert regs.height > 0
+    assert regs["client_network"].str.contains(r"/(24|48)$").all()
+    assert regs["duration_s"].min() > 0
+    assert set(regs["device_manufacturer"].drop_nulls()) <= {"Polycom"}
