@@ -76,9 +76,18 @@ def test_flow_refuses_the_odd_file_by_name_and_publishes_the_others(
     assert f"discovered {len(sample_files) + 1} input file(s)" in text  # logs were captured
     world = generate_all(tmp_path / "again", seed=42, rows=600, days=2, people=120)
     ids = {kind: v for kind, v in world.identifiers().items() if kind != "guid"}
-    assert {"sip", "phone", "ip", "email", "account", "card", "title"} <= set(ids)
+    assert {"sip", "phone", "ip", "email", "account", "card", "title", "mac"} <= set(ids)
+    from prefect.artifacts import Artifact
+
+    artifact = Artifact.get("cdranon-run-summary")
+    assert artifact is not None
+    assert "rows read" in artifact.data.lower()
+    manifest_text = json.dumps(manifest).lower()
     for kind, values in ids.items():
-        assert sum(v.lower() in text for v in values) == 0, kind
+        for where, haystack in (
+            ("logs", text), ("artifact", artifact.data.lower()), ("manifest", manifest_text)
+        ):  # fmt: skip
+            assert sum(v.lower() in haystack for v in values) == 0, (kind, where)
 
 
 def test_parameters_are_validated_before_any_task(prefect_harness, tmp_path):
