@@ -175,8 +175,10 @@ def _iis_line(p: Person, attrs: dict[str, str], t: datetime, rng, world: World, 
         fields = [stamp, "10.10.1.5", "GET", stem, query, "443", user, c_ip, ua,
                   f"https://meet.{domain}/", str(status), "0", "0", taken]  # fmt: skip
     else:
-        cookie = f"MRASCredentials={uuid.UUID(bytes=rng.bytes(16))};+sip={p.sip}"
+        token = str(uuid.UUID(bytes=rng.bytes(16)))
+        cookie = f"MRASCredentials={token};+sip={p.sip}"
         _record(world, "email", p.sip)
+        _record(world, "cookie", cookie, token)
         fields = [stamp, "W3SVC34578", "LYNCFE01", "10.10.1.5", "GET", stem, query, "443", user,
                   c_ip, "HTTP/1.1", ua, cookie, "-", f"meet.{domain}", str(status), "0", "0",
                   str(int(rng.integers(300, 9000))), str(int(rng.integers(200, 900))),

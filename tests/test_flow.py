@@ -75,8 +75,8 @@ def test_flow_refuses_the_odd_file_by_name_and_publishes_the_others(
     text = (captured.out + captured.err + caplog.text).lower()
     assert f"discovered {len(sample_files) + 1} input file(s)" in text  # logs were captured
     world = generate_all(tmp_path / "again", seed=42, rows=600, days=2, people=120)
-    ids = {kind: v for kind, v in world.identifiers().items() if kind != "guid"}
-    assert {"sip", "phone", "ip", "email", "account", "card", "title", "mac"} <= set(ids)
+    ids = world.identifiers()
+    assert {"sip", "phone", "ip", "email", "account", "card", "title", "mac", "cookie"} <= set(ids)
     from prefect.artifacts import Artifact
 
     artifact = Artifact.get("cdranon-run-summary")

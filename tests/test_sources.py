@@ -140,7 +140,8 @@ def test_every_kind_is_read_and_balanced(all_sources):
 def test_no_identifier_of_any_kind_reaches_an_output(all_sources):
     world, _, out = all_sources
     ids = world.identifiers()
-    for kind in ("sip", "name", "phone", "guid", "ip", "email", "account", "card", "title", "mac"):
+    kinds = ("sip", "name", "phone", "guid", "ip", "email", "account", "card", "title", "mac")
+    for kind in (*kinds, "cookie"):
         assert ids.get(kind), f"the generator wrote no {kind}"
     for dataset in DATASETS:
         df = read(out, dataset)
