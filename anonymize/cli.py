@@ -51,6 +51,10 @@ def run(
     strict: Annotated[
         bool, typer.Option("--strict", help=f"Exit {EXIT_STRICT} when any input file is refused.")
     ] = False,
+    release: Annotated[
+        str | None,
+        typer.Option(help="Publish only this release of the policy (default: all of them)."),
+    ] = None,
 ) -> None:
     """Run the flow over a landing zone and publish the outputs that pass."""
     from anonymize.policy import DEFAULT_POLICY, load_policy
@@ -63,8 +67,15 @@ def run(
         from flows.nightly import RunParams, cdranon_run, load_keyring
 
         params = RunParams(
-            landing=landing.resolve(), out=out.resolve(), policy=policy, dev_key=dev_key
+            landing=landing.resolve(),
+            out=out.resolve(),
+            policy=policy,
+            dev_key=dev_key,
+            release=release,
         )
+        if release is not None and release not in loaded.releases:
+            known = ", ".join(sorted(loaded.releases)) or "none"
+            raise CdranonError(f"the policy has no release {release!r} (it has: {known})")
         # Refuse before starting Prefect or writing anything when there is no usable key.
         load_keyring(params, loaded)
     except CdranonError as exc:
@@ -107,6 +118,15 @@ def _print_summary(summary: dict) -> None:
     out_console.print(table)
     for path, reason in summary["refused"]:
         err_console.print(f"[yellow]refused[/] {path}: {reason}", highlight=False, soft_wrap=True)
+    for name, entry in summary.get("releases", {}).items():
+        stats = entry["statistics"]
+        published = sum(s["published"] for s in stats.values())
+        suppressed = sum(s["suppressed"] for s in stats.values())
+        out_console.print(
+            f"release {name} (for {entry['recipient']}, k={entry['k']}): {published} cell(s) "
+            f"published, {suppressed} suppressed",
+            highlight=False,
+        )
     out_console.print(f"manifest: {summary['manifest']}", highlight=False, soft_wrap=True)
     if summary["partitions"]:
         out_root = Path(summary["manifest"]).parent.parent

@@ -140,6 +140,18 @@ class KeyRing:
         """Fingerprint of the master key; safe to write anywhere."""
         return key_id(self._master)
 
+    def for_release(self, recipient: str) -> KeyRing:
+        """The key ring of one recipient's release: a master key derived for that recipient.
+
+        Everything derived from it (pseudonym keys per scope, the visitors' daily keys) differs
+        between recipients, so two recipients can never join their data on pseudonyms.
+
+        >>> ring = KeyRing.development()
+        >>> ring.for_release("a").key_id != ring.for_release("b").key_id
+        True
+        """
+        return KeyRing(self.derive(f"release/{recipient}"), is_development=self.is_development)
+
     def __repr__(self) -> str:
         return f"KeyRing(key_id={self.key_id!r}, development={self.is_development})"
 

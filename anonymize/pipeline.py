@@ -587,13 +587,56 @@ def priority_groups(planned: list[PlannedFile]) -> list[list[PlannedFile]]:
     return [groups[k] for k in sorted(groups, reverse=True)]
 
 
+def release_metadata(policy: Policy, keyring: KeyRing, input_sha256s: list[str]) -> dict[str, str]:
+    """Key-value metadata of the shareable files of a run (no run id, no clock time)."""
+    digest = hashlib.sha256("\n".join(sorted(input_sha256s)).encode()).hexdigest()
+    return {
+        "cdranon.schema_version": "1",
+        "cdranon.policy_version": policy.version,
+        "cdranon.policy_hash": policy.hash,
+        "cdranon.inputs_digest": digest,
+        "cdranon.not_for_sharing": "true" if keyring.is_development else "false",
+    }
+
+
+def stage_releases(
+    names: list[str] | None,
+    policy: Policy,
+    keyring: KeyRing,
+    staging: Path,
+    input_sha256s: list[str],
+) -> dict[str, dict]:
+    """Compute the selected releases (all of the policy's when ``names`` is None) into staging.
+
+    Returns the manifest entry of each release: counts of cells, published and suppressed, the
+    DP budget, key ids; never a value.
+    """
+    from anonymize.releases import stage_release
+
+    meta = release_metadata(policy, keyring, input_sha256s)
+    chosen = list(policy.releases) if names is None else names
+    return {
+        name: stage_release(name, policy.releases[name], policy, keyring, staging, meta)
+        for name in chosen
+    }
+
+
 def run_local(
-    landing: Path, out: Path, *, policy: Policy, keyring: KeyRing, run_id: str
+    landing: Path,
+    out: Path,
+    *,
+    policy: Policy,
+    keyring: KeyRing,
+    run_id: str,
+    releases: list[str] | None = None,
+    report: dict | None = None,
 ) -> tuple[list[FileResult], list[str]]:
     """Process a landing zone in this process, without Prefect, and publish; for tests and tools.
 
-    Returns the file results and the published partitions. The flow in ``flows/nightly.py`` does
-    the same with one Prefect task per file, a manifest and a report.
+    Returns the file results and the published partitions; ``report``, when given, receives the
+    releases' manifest entries under ``"releases"``. ``releases`` selects the policy's releases
+    to publish (all by default). The flow in ``flows/nightly.py`` does the same with one Prefect
+    task per file, a manifest and a report.
     """
     from anonymize.publish import QUARANTINE, STAGING, discover, publish_partitions
 
@@ -625,6 +668,10 @@ def run_local(
             if r.lookup_path and r.contract:
                 lookups.setdefault(r.contract, []).append(r.lookup_path)
         results += done
+    shas = [r.sha256 for r in results if r.status == "processed" and r.sha256]
+    entries = stage_releases(releases, policy, keyring, staging, shas)
+    if report is not None:
+        report["releases"] = entries
     published = publish_partitions(staging, out, run_id)
     shutil.rmtree(staging, ignore_errors=True)
     return results, published

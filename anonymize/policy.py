@@ -20,7 +20,8 @@ Examples
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
@@ -31,6 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from anonymize.contracts import Contract, load_contract, load_output_schema
 from anonymize.errors import ContractError, PolicyError
 from anonymize.operators import INPUT_TO_OUTPUT_TYPE, REGIONS, REGISTRY, OperatorSpec, Options
+from anonymize.releases import STATISTICS, ReleaseSpec
 
 DEFAULT_POLICY = resources.files("policies").joinpath("default.yaml")
 
@@ -107,6 +109,7 @@ class Policy:
     regions: dict[str, tuple[str, ...]]
     batch_rows: int
     datasets: dict[str, DatasetPolicy]
+    releases: dict[str, ReleaseSpec] = field(default_factory=dict)
 
     def dataset_for(self, contract: Contract) -> DatasetPolicy | None:
         for ds in self.datasets.values():
@@ -142,6 +145,7 @@ class _RawDataset(BaseModel):
 class _RawPolicy(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
+    releases: dict[str, ReleaseSpec] = Field(default_factory=dict)
     version: str
     key: KeySettings = KeySettings()
     organization: Organization = Organization()
@@ -392,6 +396,23 @@ def load_policy(path: str | Path | Any) -> Policy:
         compiled = _compile_dataset(name, ds, problems)
         if compiled is not None:
             datasets[name] = compiled
+    for rname, rel in raw.releases.items():
+        if not re.fullmatch(r"[a-z0-9][a-z0-9_\-]{0,40}", rname):
+            problems.append(f"releases.{rname}: a release name is lower-case letters, digits, - _")
+        for stat in rel.statistics:
+            if stat not in STATISTICS:
+                known = ", ".join(sorted(STATISTICS))
+                problems.append(
+                    f"releases.{rname}.statistics: unknown statistic {stat!r} ({known})"
+                )
+        for dataset in rel.events:
+            if dataset not in raw.datasets:
+                problems.append(f"releases.{rname}.events: no dataset {dataset!r} in this policy")
+        if not rel.statistics and not rel.events:
+            problems.append(f"releases.{rname}: releases nothing (no statistics, no events)")
+    recipients = [r.recipient for r in raw.releases.values()]
+    for dup in sorted({r for r in recipients if recipients.count(r) > 1}):
+        problems.append(f"releases: the recipient {dup!r} has more than one release")
     if problems:
         raise PolicyError(source, problems)
     return Policy(
@@ -403,4 +424,5 @@ def load_policy(path: str | Path | Any) -> Policy:
         regions={k: tuple(v) for k, v in raw.regions.items()},
         batch_rows=raw.batch_rows,
         datasets=datasets,
+        releases=dict(raw.releases),
     )

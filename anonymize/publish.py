@@ -59,13 +59,18 @@ def discover(landing: Path) -> list[tuple[str, str]]:
 def publish_partitions(staging: Path, out: Path, run_id: str) -> list[str]:
     """Swap every staged partition folder into ``out``; return the published partition paths.
 
-    For each ``restricted/<dataset>/date=D/region=R`` in staging: the live folder (if any) is
+    For each ``restricted/<dataset>/date=D/region=R`` and
+    ``shareable/<release>/<dataset>/date=D/region=R`` in staging: the live folder (if any) is
     renamed into ``_trash/<run-id>/``, the staged one renamed into place, and the trash removed.
     A crash between the two renames leaves the old partition in the trash, never a mixed one.
     """
     staging, out = Path(staging), Path(out)
     published = []
-    for part_dir in sorted(staging.glob("restricted/*/date=*/region=*")):
+    staged = [
+        *staging.glob("restricted/*/date=*/region=*"),
+        *staging.glob("shareable/*/*/date=*/region=*"),
+    ]
+    for part_dir in sorted(staged):
         rel = part_dir.relative_to(staging)
         live = out / rel
         trash = out / TRASH / run_id / rel
@@ -118,9 +123,11 @@ def build_manifest(
     status: str,
     reason: str | None,
     software_version: str,
+    releases: dict | None = None,
 ) -> dict:
     """The manifest of a run: counts, hashes and ids only, never a data value."""
-    inputs = [{k: v for k, v in r.items() if k != "keys_path"} for r in results]
+    staged_paths = ("keys_path", "lookup_path")
+    inputs = [{k: v for k, v in r.items() if k not in staged_paths} for r in results]
     processed = [r for r in inputs if r["status"] == "processed"]
 
     def total(key: str) -> int:
@@ -157,5 +164,6 @@ def build_manifest(
         },
         "filtered_by_reason": _sum_reasons(processed, "rows_filtered"),
         "partitions_published": published,
+        "releases": releases or {},
         "inputs": inputs,
     }

@@ -25,7 +25,13 @@ from pydantic import BaseModel, ConfigDict
 from anonymize import __version__
 from anonymize.errors import CdranonError
 from anonymize.keys import KeyRing
-from anonymize.pipeline import PlannedFile, plan_inputs, priority_groups, process_file
+from anonymize.pipeline import (
+    PlannedFile,
+    plan_inputs,
+    priority_groups,
+    process_file,
+    stage_releases,
+)
 from anonymize.policy import DEFAULT_POLICY, Policy, load_policy
 from anonymize.publish import (
     QUARANTINE,
@@ -49,6 +55,8 @@ class RunParams(BaseModel):
     out: Path
     policy: Path | None = None
     dev_key: bool = False
+    # One of the policy's releases to publish; None publishes all of them.
+    release: str | None = None
 
 
 def _load_secret(name: str) -> str:
@@ -134,6 +142,23 @@ def process_task(
     return result.to_dict()
 
 
+@task(name="release", cache_policy=NO_CACHE, persist_result=False)
+def release_task(params: RunParams, run_id: str, input_sha256s: list[str]) -> dict[str, dict]:
+    """Compute the releases (statistics, re-keyed events) from the staged datasets."""
+    policy = _policy(params)
+    names = None if params.release is None else [params.release]
+    entries = stage_releases(
+        names, policy, load_keyring(params, policy), params.out / STAGING / run_id, input_sha256s
+    )
+    for name, entry in entries.items():
+        for stat, rep in entry["statistics"].items():
+            get_run_logger().info(
+                "release %s, %s: %d cell(s) published, %d suppressed (k=%d)",
+                name, stat, rep["published"], rep["suppressed"], entry["k"],
+            )  # fmt: skip
+    return entries
+
+
 @task(name="publish", cache_policy=NO_CACHE, persist_result=False)
 def publish_task(params: RunParams, run_id: str) -> list[str]:
     published = publish_partitions(params.out / STAGING / run_id, params.out, run_id)
@@ -179,6 +204,9 @@ def cdranon_run(params: RunParams) -> dict:
     started = datetime.now(UTC)
     run_id = new_run_id(started)
     policy = _policy(params)
+    if params.release is not None and params.release not in policy.releases:
+        known = ", ".join(sorted(policy.releases)) or "none"
+        raise CdranonError(f"the policy has no release {params.release!r} (it has: {known})")
     keyring = load_keyring(params, policy)
     log.info(
         "run %s: policy %s, key %s%s",
@@ -189,6 +217,7 @@ def cdranon_run(params: RunParams) -> dict:
     )
     results: list[dict] = []
     published: list[str] = []
+    releases: dict[str, dict] = {}
     status, reason = "failed", None
     try:
         planned = discover_task(params)
@@ -222,6 +251,8 @@ def cdranon_run(params: RunParams) -> dict:
                 else "the landing zone has no input file"
             )
         else:
+            shas = [r["sha256"] for r in results if r["status"] == "processed" and r["sha256"]]
+            releases = release_task(params, run_id, shas)
             published = publish_task(params, run_id)
             status = "published"
     except Exception as exc:
@@ -241,6 +272,7 @@ def cdranon_run(params: RunParams) -> dict:
             status=status,
             reason=reason,
             software_version=__version__,
+            releases=releases,
         )
         manifest_path = write_manifest(params.out, run_id, manifest)
         shutil.rmtree(params.out / STAGING / run_id, ignore_errors=True)
@@ -262,5 +294,6 @@ def cdranon_run(params: RunParams) -> dict:
         "totals": manifest["totals"],
         "refused": [(r["path"], r["reason"]) for r in results if r["status"] == "refused"],
         "partitions": published,
+        "releases": releases,
         "not_for_sharing": keyring.is_development,
     }

@@ -1,0 +1,503 @@
+"""Releases: what leaves the house, per recipient. Statistics with the person as the protected
+unit, suppression of small cells, optional differential privacy, and re-keyed event datasets.
+
+A release (declared in the policy) names a recipient, the statistics it receives, their time
+granularity, ``k``, optional differential privacy, and the event-level datasets it may receive
+with their pseudonym scope. ``stage_release`` computes it from the run's staged ``restricted/``
+datasets into ``shareable/<release>/...`` in the staging area; the run publishes it with the rest.
+
+Disclosure control
+------------------
+- **k distinct people.** A cell is published only when at least ``k`` distinct people contribute
+  to it: 200 calls by two people is a cell of two, and is suppressed. The people of a session are
+  its caller and callee; of a meeting, its participants; of a web request, its visitor (a daily
+  hash of network, browser, OS and device class, under a key derived for that day alone, never
+  stored, the way cookieless web analytics count visitors).
+- **Differencing.** A suppressed cell is never published, and the only margins published
+  (``<statistic>_totals``, per date, hour if any, and region) are computed from the published
+  cells alone. Every margin therefore equals the sum of its published cells: subtracting
+  published numbers from each other yields published numbers, never a suppressed cell (the
+  FlowKit hole, a total of 50 next to published parts of 45, cannot occur). The price: a margin
+  undercounts by the suppressed cells, and says so in its column ``covers``.
+- **Differential privacy** (optional, OpenDP). Each person's rows are bounded per statistic
+  (``max_rows_per_person``, minutes clipped to ``max_minutes``), every measure gets Laplace
+  noise calibrated to that bound and its share of epsilon, and the k threshold is applied to the
+  noisy people count. The epsilon spent and the expected accuracy (95 % bound on the absolute
+  error of each measure) go into the manifest.
+
+Pseudonyms of event-level datasets are re-keyed per recipient and scope (``day``, ``month``,
+``stable``; ``none`` removes them), with keys derived for the recipient, so two recipients cannot
+join their data on pseudonyms and a monthly scope changes every pseudonym at the month boundary.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import polars as pl
+from pydantic import BaseModel, ConfigDict, Field
+
+from anonymize.identifiers import pseudonym
+from anonymize.keys import KeyRing
+
+SHAREABLE = "shareable"
+PARQUET = {"compression": "zstd", "compression_level": 3, "statistics": True}
+PERSON = "__person"  # the people a cell counts (distinct)
+OWNER = "__owner"  # the one person a fact row is charged to, for DP contribution bounding
+
+Scope = Literal["none", "day", "month", "stable"]
+
+
+class DpSettings(BaseModel):
+    """Differential privacy of a release's statistics (OpenDP's Laplace mechanism)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    enabled: bool = False
+    epsilon: float = Field(default=1.0, gt=0, le=20)  # per statistic
+    max_rows_per_person: int = Field(default=20, ge=1)  # per statistic and day
+    max_minutes: float = Field(default=240.0, gt=0)  # per row
+
+
+class ReleaseSpec(BaseModel):
+    """One recipient's release, as the policy declares it."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    recipient: str = Field(pattern=r"^[a-z0-9][a-z0-9._\-]{0,62}$")
+    statistics: tuple[str, ...] = ()
+    granularity: Literal["day", "hour"] = "day"
+    k: int = Field(ge=2)
+    dp: DpSettings = DpSettings()
+    # Event-level datasets this recipient may receive, with the scope of its pseudonyms.
+    events: dict[str, Scope] = Field(default_factory=dict)
+
+
+# --- statistics -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Statistic:
+    """A statistic: dimensions, counted measures, and who the people of a row are."""
+
+    name: str
+    sources: tuple[str, ...]
+    dims: tuple[str, ...]  # besides date, hour (when the release has it) and region
+    measures: tuple[str, ...]  # summed; "minutes" is clipped under DP
+    build: Callable[[Callable[[str], pl.LazyFrame], bool], tuple[pl.LazyFrame, pl.LazyFrame]]
+    description: str
+
+
+def _outcome(code: pl.Expr) -> pl.Expr:
+    return (
+        pl.when(code.is_between(200, 299))
+        .then(pl.lit("success"))
+        .when(code.is_in([408, 480, 486, 487, 603]))
+        .then(pl.lit("not_answered"))
+        .when(code.is_null())
+        .then(pl.lit("unknown"))
+        .otherwise(pl.lit("failure"))
+    )
+
+
+def _time_dims(frame: pl.LazyFrame, ts: str, hourly: bool) -> pl.LazyFrame:
+    return frame.with_columns(pl.col(ts).dt.hour().cast(pl.Int8).alias("hour")) if hourly else frame
+
+
+def _sessions(scan: Callable[[str], pl.LazyFrame], hourly: bool):
+    s = _time_dims(scan("lync_sessions"), "session_hour", hourly)
+    pstn = pl.any_horizontal(
+        pl.col("from_phone").is_not_null(),
+        pl.col("to_phone").is_not_null(),
+        pl.col("from_domain_class") == "phone",
+        pl.col("to_domain_class") == "phone",
+    ).fill_null(False)
+    federated = pl.any_horizontal(
+        pl.col("from_domain_class") == "federated", pl.col("to_domain_class") == "federated"
+    ).fill_null(False)
+    base = s.with_columns(
+        pl.when(pl.col("modalities").list.len() > 0)
+        .then(pl.col("modalities"))
+        .otherwise(pl.lit(["unknown"]))
+        .alias("modality"),
+        pl.col("from_client").fill_null("unknown").alias("client"),
+        _outcome(pl.col("response_code")).alias("outcome"),
+        pl.when(pstn)
+        .then(pl.lit("pstn"))
+        .when(federated)
+        .then(pl.lit("federated"))
+        .otherwise(pl.lit("internal"))
+        .alias("route"),
+        pl.lit(1, dtype=pl.Int64).alias("sessions"),
+        (pl.col("duration_s").fill_null(0) / 60).alias("minutes"),
+        pl.concat_list(pl.col("from_user"), pl.col("to_user")).alias("__people"),
+        pl.coalesce(pl.col("from_user"), pl.col("to_user")).alias(OWNER),
+    ).explode("modality")
+    facts = base.drop("__people")
+    people = base.explode("__people").rename({"__people": PERSON}).drop_nulls(PERSON)
+    return facts, people
+
+
+def _bucket(value: pl.Expr, edges: list[tuple[float, str]], last: str) -> pl.Expr:
+    expr = pl.when(value.is_null()).then(pl.lit("unknown"))
+    for edge, label in edges:
+        expr = expr.when(value < edge).then(pl.lit(label))
+    return expr.otherwise(pl.lit(last))
+
+
+_PARTICIPANTS = [(3, "2"), (6, "3-5"), (11, "6-10"), (26, "11-25")]
+_DURATION = [(900, "<15m"), (1800, "15-30m"), (3600, "30-60m")]
+
+
+def _meetings(scan: Callable[[str], pl.LazyFrame], hourly: bool):
+    lync = scan("lync_conferences").select(
+        "date", "region", pl.col("conference_hour").alias("ts"), pl.col("conference").alias("m"),
+        "duration_s", pl.lit("lync").alias("service"),
+    )  # fmt: skip
+    lync_people = scan("lync_conference_sessions").select(
+        pl.col("conference").alias("m"), pl.col("user").alias(PERSON)
+    )
+    connect = scan("connect_meeting_sessions").select(
+        "date", "region", pl.col("session_hour").alias("ts"),
+        pl.col("meeting_session").alias("m"), "duration_s", pl.lit("connect").alias("service"),
+    )  # fmt: skip
+    connect_people = scan("connect_attendance").select(
+        pl.col("meeting_session").alias("m"), pl.col("user").alias(PERSON)
+    )
+    meetings = pl.concat([lync, connect], how="vertical_relaxed")
+    people = pl.concat([lync_people, connect_people]).drop_nulls().unique()
+    sizes = people.group_by("m").agg(
+        pl.len().alias("participants"), pl.col(PERSON).min().alias(OWNER)
+    )
+    base = _time_dims(meetings.rename({"ts": "meeting_hour"}), "meeting_hour", hourly)
+    base = base.join(sizes, on="m", how="left").with_columns(
+        pl.col("participants").fill_null(0),
+        _bucket(pl.col("participants").fill_null(0), _PARTICIPANTS, "26+").alias(
+            "participants_bucket"
+        ),
+        _bucket(pl.col("duration_s"), _DURATION, "60m+").alias("duration_bucket"),
+        pl.lit(1, dtype=pl.Int64).alias("meetings"),
+        (pl.col("duration_s").fill_null(0) / 60).alias("minutes"),
+    )
+    facts = base.drop("m")
+    return facts, base.join(people, on="m", how="inner").drop("m")
+
+
+def _joins(scan: Callable[[str], pl.LazyFrame], hourly: bool):
+    j = _time_dims(scan("lync_conference_joins"), "join_hour", hourly).with_columns(
+        pl.when(pl.col("is_from_pstn").fill_null(False))
+        .then(pl.lit("pstn_dial_in"))
+        .otherwise(pl.lit("voip"))
+        .alias("via"),
+        pl.lit(1, dtype=pl.Int64).alias("joins"),
+        (pl.col("duration_s").fill_null(0) / 60).alias("minutes"),
+    )
+    j = j.with_columns(pl.col("user").alias(OWNER))
+    return j, j.select(pl.all().exclude("user"), pl.col("user").alias(PERSON)).drop_nulls(PERSON)
+
+
+def _web(scan: Callable[[str], pl.LazyFrame], hourly: bool):
+    w = _time_dims(scan("web_requests"), "request_hour", hourly).with_columns(
+        (pl.col("status") // 100)
+        .cast(pl.String)
+        .add("xx")
+        .fill_null("unknown")
+        .alias("status_class"),
+        pl.col("path_template").fill_null("unknown"),
+        pl.col("browser").fill_null("unknown"),
+        pl.col("device_class").fill_null("unknown"),
+        pl.lit(1, dtype=pl.Int64).alias("page_views"),
+        pl.concat_str(
+            [
+                pl.col(c).fill_null("-")
+                for c in ("client_network", "browser", "os", "device_class", "site")
+            ],
+            separator="|",
+        ).alias(PERSON),
+    )
+    return w.with_columns(pl.col(PERSON).alias(OWNER)), w
+
+
+STATISTICS: dict[str, Statistic] = {
+    s.name: s
+    for s in (
+        Statistic(
+            "usage_sessions", ("lync_sessions",),
+            ("modality", "client", "outcome", "route"), ("sessions", "minutes"), _sessions,
+            "Lync/SfB peer-to-peer sessions per modality, client category, outcome and route",
+        ),
+        Statistic(
+            "usage_meetings",
+            ("lync_conferences", "lync_conference_sessions", "connect_meeting_sessions",
+             "connect_attendance"),
+            ("service", "participants_bucket", "duration_bucket"),
+            ("meetings", "minutes", "participants"), _meetings,
+            "Lync conferences and Connect meeting sessions per size and duration bucket",
+        ),
+        Statistic(
+            "usage_conference_joins", ("lync_conference_joins",), ("via",),
+            ("joins", "minutes"), _joins,
+            "conference joins, VoIP or PSTN dial-in (the dial-in share)",
+        ),
+        Statistic(
+            "usage_web", ("web_requests",),
+            ("path_template", "status_class", "browser", "device_class"), ("page_views",), _web,
+            "page views per path template, status class, browser and device class",
+        ),
+    )
+}  # fmt: skip
+
+
+# --- computing a release ------------------------------------------------------------------------
+
+
+@dataclass
+class StatReport:
+    cells: int = 0
+    published: int = 0
+    suppressed: int = 0
+    suppressed_rows: int = 0
+    dp: dict | None = None
+
+    def to_dict(self) -> dict:
+        out = {
+            "cells": self.cells,
+            "published": self.published,
+            "suppressed": self.suppressed,
+            "suppressed_measure_total": self.suppressed_rows,
+        }
+        if self.dp:
+            out["dp"] = self.dp
+        return out
+
+
+def _visitor_ids(frame: pl.DataFrame, column: str, keyring: KeyRing) -> pl.DataFrame:
+    """Replace a visitor fingerprint by a keyed hash under a key of that day alone."""
+    out = []
+    for (day,), part in frame.partition_by("date", as_dict=True, maintain_order=True).items():
+        key = keyring.derive(f"visitors/{day}")
+        uniq = part[column].drop_nulls().unique()
+        hashed = [hmac.new(key, v.encode(), hashlib.sha256).hexdigest()[:32] for v in uniq]
+        mapping = pl.DataFrame(
+            {column: uniq, "__v": hashed}, schema={column: pl.String, "__v": pl.String}
+        )
+        out.append(part.join(mapping, on=column, how="left").drop(column).rename({"__v": column}))
+    return pl.concat(out) if out else frame
+
+
+def _bound(frame: pl.DataFrame, who: str, keys: list[str], limit: int) -> pl.DataFrame:
+    """Keep at most ``limit`` rows per person and day (deterministic: by a hash of the row)."""
+    h = pl.concat_str([pl.col(c).cast(pl.String).fill_null("") for c in keys]).hash(7)
+    return (
+        frame.with_columns(h.alias("__h"))
+        .sort(["date", who, "__h"], nulls_last=True)
+        .with_columns(pl.int_range(pl.len()).over(["date", who]).alias("__n"))
+        .filter(pl.col("__n") < limit)
+        .drop("__h", "__n")
+    )
+
+
+def _laplace(values: list, scale: float, integer: bool) -> list:
+    import opendp.prelude as dp
+
+    dp.enable_features("contrib")
+    t = int if integer else float
+    domain = dp.vector_domain(dp.atom_domain(T=t) if integer else dp.atom_domain(T=t, nan=False))
+    mech = dp.m.make_laplace(domain, dp.l1_distance(T=t), scale)
+    return mech([t(v) for v in values]) if values else []
+
+
+def _accuracy(scale: float, integer: bool) -> float:
+    import opendp.prelude as dp
+
+    if integer:
+        return float(dp.discrete_laplacian_scale_to_accuracy(scale, 0.05))
+    return float(dp.laplacian_scale_to_accuracy(scale, 0.05))
+
+
+def compute_statistic(
+    stat: Statistic, scan: Callable[[str], pl.LazyFrame], release: ReleaseSpec, keyring: KeyRing
+) -> tuple[pl.DataFrame, pl.DataFrame, StatReport]:
+    """Cells and margins of one statistic, suppressed (and noised, with DP on)."""
+    hourly = release.granularity == "hour"
+    keys = ["date", *(["hour"] if hourly else []), "region", *stat.dims]
+    margin_keys = keys[: len(keys) - len(stat.dims)]
+    facts_lf, people_lf = stat.build(scan, hourly)
+    people = people_lf.select([*keys, PERSON]).collect()
+    facts = facts_lf.select([*keys, *stat.measures, OWNER]).collect()
+    if stat.name == "usage_web":  # visitors: a daily keyed hash, never a lasting identifier
+        people = _visitor_ids(people, PERSON, keyring)
+        facts = _visitor_ids(facts, OWNER, keyring)
+    report = StatReport()
+    dp_on = release.dp.enabled
+    if dp_on:
+        # Contribution bounding: the rows charged to a person, the cells a person is counted in,
+        # and the minutes of each row.
+        facts = _bound(facts, OWNER, keys, release.dp.max_rows_per_person)
+        people = _bound(people.unique(), PERSON, keys, release.dp.max_rows_per_person)
+        if "minutes" in stat.measures:
+            facts = facts.with_columns(pl.col("minutes").clip(0, release.dp.max_minutes))
+    cells = facts.drop(OWNER).group_by(keys).agg(
+        [pl.col(m).sum() for m in stat.measures]
+    ).join(
+        people.group_by(keys).agg(pl.col(PERSON).n_unique().alias("people")),
+        on=keys, how="left", nulls_equal=True,
+    ).with_columns(pl.col("people").fill_null(0)).sort(keys)  # fmt: skip
+    report.cells = cells.height
+    if dp_on:
+        n_measures = len(stat.measures) + 1
+        eps = release.dp.epsilon / n_measures
+        bound = release.dp.max_rows_per_person
+        accuracy = {}
+        noisy = {}
+        for m in ("people", *stat.measures):
+            sens = bound * (release.dp.max_minutes if m == "minutes" else 1)
+            integer = m != "minutes"
+            scale = sens / eps
+            noisy[m] = _laplace(cells[m].to_list(), scale, integer)
+            accuracy[m] = round(_accuracy(scale, integer), 3)
+        cells = cells.with_columns(
+            pl.Series(m, v, dtype=cells.schema[m] if m != "minutes" else pl.Float64)
+            for m, v in noisy.items()
+        )
+        report.dp = {
+            "epsilon": release.dp.epsilon,
+            "epsilon_per_measure": round(eps, 6),
+            "max_rows_per_person": bound,
+            "max_minutes": release.dp.max_minutes,
+            "accuracy_95": accuracy,
+            "mechanism": "Laplace (OpenDP), k threshold on the noisy people count",
+        }
+    keep = pl.col("people") >= release.k
+    published = cells.filter(keep)
+    suppressed = cells.filter(~keep)
+    report.published, report.suppressed = published.height, suppressed.height
+    first = stat.measures[0]
+    report.suppressed_rows = int(suppressed[first].sum() or 0) if not dp_on else 0
+    # Margins from the published cells only (see the module docstring).
+    if dp_on:  # sums of noisy cells; a sum of people counts is no count of distinct people
+        margins = published.group_by(margin_keys).agg(
+            *[pl.col(m).sum() for m in stat.measures], pl.len().alias("covers")
+        )
+    else:
+        published_people = people.join(
+            published.select(keys), on=keys, how="semi", nulls_equal=True
+        )
+        margins = published.group_by(margin_keys).agg(
+            *[pl.col(m).sum() for m in stat.measures], pl.len().alias("covers")
+        ).join(
+            published_people.group_by(margin_keys).agg(pl.col(PERSON).n_unique().alias("people")),
+            on=margin_keys, how="left",
+        )  # fmt: skip
+    margins = margins.sort(margin_keys)
+    if "minutes" in stat.measures:
+        published = published.with_columns(pl.col("minutes").round(1))
+        margins = margins.with_columns(pl.col("minutes").round(1))
+    return published, margins, report
+
+
+def pseudonym_columns(policy, dataset: str) -> list[str]:
+    """The outputs of a dataset that hold pseudonyms (made by pseudonymize operators)."""
+    ds = policy.datasets[dataset]
+    return sorted(
+        {r.output for r in ds.rules if r.spec.name in ("pseudonymize", "pseudonymize_lookup")}
+    )
+
+
+def _rekey(values: pl.Series, key: bytes) -> pl.Series:
+    uniq = values.drop_nulls().unique()
+    mapping = {v: pseudonym(key, "opaque", v).replace("x-", v[:2], 1) for v in uniq.to_list()}
+    return values.replace_strict(mapping, default=None, return_dtype=pl.String)
+
+
+def _write_partitioned(frame: pl.DataFrame, root: Path, meta: dict[str, str]) -> list[str]:
+    written = []
+    if not frame.height:
+        return written
+    for (day, reg), part in frame.partition_by(
+        ["date", "region"], as_dict=True, maintain_order=True
+    ).items():
+        folder = root / f"date={day.isoformat()}" / f"region={reg}"
+        folder.mkdir(parents=True, exist_ok=True)
+        part.drop("date", "region").write_parquet(
+            folder / "part-0.parquet", metadata=meta, **PARQUET
+        )
+        written.append(folder.as_posix())
+    return written
+
+
+def stage_release(
+    name: str, release: ReleaseSpec, policy, keyring: KeyRing, staging: Path, meta: dict[str, str]
+) -> dict:
+    """Compute one release from ``staging/restricted`` into ``staging/shareable/<name>/``.
+
+    Returns the release's manifest entry (counts, suppression, DP budget; never a value).
+    """
+    staging = Path(staging)
+    restricted = staging / "restricted"
+    out_root = staging / SHAREABLE / name
+    rkeys = keyring.for_release(release.recipient)
+
+    def scan(dataset: str) -> pl.LazyFrame:
+        from anonymize.contracts import load_output_schema
+
+        files = sorted((restricted / dataset).glob("date=*/region=*/*.parquet"))
+        schema = dict(load_output_schema(dataset).polars_schema)
+        if not files:
+            schema.update({"date": pl.Date, "region": pl.String})
+            return pl.LazyFrame(schema=schema)
+        return pl.scan_parquet(
+            files, hive_partitioning=True,
+            hive_schema={"date": pl.Date, "region": pl.String}, schema=None,
+        )  # fmt: skip
+
+    entry: dict = {
+        "recipient": release.recipient,
+        "key_id": rkeys.key_id,
+        "granularity": release.granularity,
+        "k": release.k,
+        "statistics": {},
+        "events": {},
+    }
+    release_meta = {**meta, "cdranon.release": name, "cdranon.key_id": rkeys.key_id}
+    total_eps = 0.0
+    for stat_name in release.statistics:
+        stat = STATISTICS[stat_name]
+        published, margins, report = compute_statistic(stat, scan, release, rkeys)
+        m = {**release_meta, "cdranon.dataset": stat_name, "cdranon.k": str(release.k)}
+        _write_partitioned(published, out_root / stat_name, m)
+        _write_partitioned(margins, out_root / f"{stat_name}_totals", m)
+        entry["statistics"][stat_name] = report.to_dict()
+        if report.dp:
+            total_eps += release.dp.epsilon
+    if release.dp.enabled:
+        entry["dp"] = {
+            "epsilon_total": total_eps,
+            "composition": "sequential over statistics; parallel over cells",
+        }
+    for dataset, scope in release.events.items():
+        cols = pseudonym_columns(policy, dataset)
+        files = sorted((restricted / dataset).glob("date=*/region=*/*.parquet"))
+        rows = 0
+        for f in files:
+            day = f.parent.parent.name.removeprefix("date=")
+            period = {"day": day, "month": day[:7], "stable": "stable", "none": ""}[scope]
+            frame = pl.read_parquet(f)
+            if scope == "none":
+                frame = frame.with_columns(pl.lit(None, dtype=pl.String).alias(c) for c in cols)
+            else:
+                key = rkeys.derive(f"pseudonym/{scope}/{period}")
+                frame = frame.with_columns(_rekey(frame[c], key).alias(c) for c in cols)
+            target = out_root / dataset / f.parent.relative_to(restricted / dataset) / f.name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            frame.write_parquet(
+                target, metadata={**release_meta, "cdranon.pseudonym_scope": scope}, **PARQUET
+            )
+            rows += frame.height
+        entry["events"][dataset] = {"scope": scope, "rows": rows, "pseudonym_columns": cols}
+    return entry
