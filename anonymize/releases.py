@@ -361,8 +361,9 @@ def compute_statistic(
             scale = sens / eps
             noisy[m] = _laplace(cells[m].to_list(), scale, integer)
             accuracy[m] = round(_accuracy(scale, integer), 3)
+        # Post-processing (free under DP): counts are integers, never below zero.
         cells = cells.with_columns(
-            pl.Series(m, v, dtype=cells.schema[m] if m != "minutes" else pl.Float64)
+            pl.Series(m, v, dtype=pl.Float64 if m == "minutes" else pl.Int64).clip(0)
             for m, v in noisy.items()
         )
         report.dp = {

@@ -27,6 +27,15 @@ def test_run_without_key_writes_nothing_and_says_how(no_key, sample_landing, tmp
     assert not out.exists()
 
 
+def test_run_with_an_unknown_release_writes_nothing(sample_landing, tmp_path):
+    out = tmp_path / "out"
+    args = ["run", "--landing", str(sample_landing), "--out", str(out), "--dev-key"]
+    result = runner.invoke(app, [*args, "--release", "nobody"])
+    assert result.exit_code == EXIT_REFUSED_TO_START
+    assert "no release 'nobody' (it has: partner)" in result.output
+    assert not out.exists()
+
+
 def test_run_with_a_bad_policy_lists_the_problems_and_writes_nothing(sample_landing, tmp_path):
     doc = yaml.safe_load(DEFAULT_POLICY.read_text())
     doc["datasets"]["lync_sessions"]["columns"]["FromUri"] = "keep"

@@ -156,8 +156,17 @@ def test_full_run_publishes_and_an_empty_landing_publishes_nothing(
     )
     assert result.exit_code == 0, result.output
     assert "NOT for sharing" in result.output
+    assert "release partner (for partner, k=10):" in result.output
     assert list((out / "restricted" / "lync_sessions").rglob("*.parquet"))
+    assert list((out / "shareable" / "partner" / "usage_sessions").rglob("*.parquet"))
     assert not (out / "_staging").exists()
+    manifest = json.loads(next((out / "_manifests").glob("*.json")).read_text())
+    entry = manifest["releases"]["partner"]
+    assert entry["k"] == 10
+    assert set(entry["statistics"]) == {
+        "usage_sessions", "usage_meetings", "usage_conference_joins", "usage_web"
+    }  # fmt: skip
+    assert all("lookup_path" not in i for i in manifest["inputs"])  # no staging paths
 
     empty = tmp_path / "empty"
     (empty / "lync").mkdir(parents=True)
