@@ -110,6 +110,7 @@ def _time_dims(frame: pl.LazyFrame, ts: str, hourly: bool) -> pl.LazyFrame:
 
 
 def _sessions(scan: Callable[[str], pl.LazyFrame], hourly: bool):
+    """Peer-to-peer sessions, one row per modality, plus conference sessions ("conference")."""
     s = _time_dims(scan("lync_sessions"), "session_hour", hourly)
     pstn = pl.any_horizontal(
         pl.col("from_phone").is_not_null(),
@@ -120,7 +121,9 @@ def _sessions(scan: Callable[[str], pl.LazyFrame], hourly: bool):
     federated = pl.any_horizontal(
         pl.col("from_domain_class") == "federated", pl.col("to_domain_class") == "federated"
     ).fill_null(False)
-    base = s.with_columns(
+    time = ["date", *(["hour"] if hourly else []), "region"]
+    p2p = s.select(
+        *time,
         pl.when(pl.col("modalities").list.len() > 0)
         .then(pl.col("modalities"))
         .otherwise(pl.lit(["unknown"]))
@@ -133,11 +136,27 @@ def _sessions(scan: Callable[[str], pl.LazyFrame], hourly: bool):
         .then(pl.lit("federated"))
         .otherwise(pl.lit("internal"))
         .alias("route"),
-        pl.lit(1, dtype=pl.Int64).alias("sessions"),
         (pl.col("duration_s").fill_null(0) / 60).alias("minutes"),
         pl.concat_list(pl.col("from_user"), pl.col("to_user")).alias("__people"),
         pl.coalesce(pl.col("from_user"), pl.col("to_user")).alias(OWNER),
     ).explode("modality")
+    c = _time_dims(scan("lync_conference_sessions"), "session_hour", hourly)
+    conf = c.select(
+        *time,
+        pl.lit("conference").alias("modality"),
+        pl.col("client").fill_null("unknown").alias("client"),
+        _outcome(pl.col("response_code")).alias("outcome"),
+        pl.when(pl.col("via_pstn_gateway").fill_null(False))
+        .then(pl.lit("pstn"))
+        .otherwise(pl.lit("internal"))
+        .alias("route"),
+        (pl.col("duration_s").fill_null(0) / 60).alias("minutes"),
+        pl.concat_list(pl.col("user")).alias("__people"),
+        pl.col("user").alias(OWNER),
+    )
+    base = pl.concat([p2p, conf], how="vertical_relaxed").with_columns(
+        pl.lit(1, dtype=pl.Int64).alias("sessions")
+    )
     facts = base.drop("__people")
     people = base.explode("__people").rename({"__people": PERSON}).drop_nulls(PERSON)
     return facts, people
@@ -227,9 +246,10 @@ STATISTICS: dict[str, Statistic] = {
     s.name: s
     for s in (
         Statistic(
-            "usage_sessions", ("lync_sessions",),
+            "usage_sessions", ("lync_sessions", "lync_conference_sessions"),
             ("modality", "client", "outcome", "route"), ("sessions", "minutes"), _sessions,
-            "Lync/SfB peer-to-peer sessions per modality, client category, outcome and route",
+            "Lync/SfB sessions per modality (conference sessions as 'conference'), client "
+            "category, outcome and route",
         ),
         Statistic(
             "usage_meetings",

@@ -16,7 +16,8 @@ ROOT = Path(__file__).resolve().parent.parent
 def _files(out: Path) -> dict[str, bytes]:
     return {
         str(p.relative_to(out)): p.read_bytes()
-        for p in sorted((out / "restricted").rglob("*.parquet"))
+        for area in ("restricted", "shareable")
+        for p in sorted((out / area).rglob("*.parquet"))
     }
 
 
@@ -26,6 +27,7 @@ def test_reruns_are_byte_identical(synth_world, policy, dev_keyring, tmp_path):
     _run_library(landing, tmp_path / "b", policy, dev_keyring)
     a, b = _files(tmp_path / "a"), _files(tmp_path / "b")
     assert len(a) >= 6
+    assert any(k.startswith("shareable") for k in a)  # the release's statistics too
     assert a.keys() == b.keys()
     assert [k for k in a if a[k] != b[k]] == []
 

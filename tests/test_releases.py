@@ -343,3 +343,29 @@ def test_the_readme_release_query_runs(sample_release, monkeypatch):
     assert rows
     published = _read(out / "shareable" / "partner" / "usage_sessions")
     assert sum(r[3] for r in rows) == published["sessions"].sum()
+
+
+def test_an_hourly_release_has_an_hour_dimension_and_conferences_count_as_sessions():
+    rows = [_session(f"u-{i}", f"u-{i + 50}", session_hour=datetime(2026, 11, 23, 9 + i % 2))
+            for i in range(40)]  # fmt: skip
+    conf_schema = dict(load_output_schema("lync_conference_sessions").polars_schema)
+    conf_schema.update({"date": pl.Date, "region": pl.String})
+    conf = pl.DataFrame(
+        [dict.fromkeys(conf_schema) | {
+            "date": date(2026, 11, 23), "region": "EMEA", "user": f"u-c{i}",
+            "session_hour": datetime(2026, 11, 23, 9), "client": "web_app",
+            "response_code": 200, "duration_s": 600.0,
+        } for i in range(12)],
+        schema=conf_schema,
+    )  # fmt: skip
+    release = ReleaseSpec(recipient="r", statistics=("usage_sessions",), k=5, granularity="hour")
+    cells, margins, _ = compute_statistic(
+        STATISTICS["usage_sessions"],
+        _scan({"lync_sessions": _sessions_frame(rows), "lync_conference_sessions": conf}),
+        release, KeyRing.development(),
+    )  # fmt: skip
+    assert sorted(set(cells["hour"].to_list())) == [9, 10]
+    assert cells.filter(pl.col("modality") == "conference").select("sessions", "people").rows() == [
+        (12, 12)
+    ]
+    assert margins.columns[:3] == ["date", "hour", "region"]
