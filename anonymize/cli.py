@@ -127,7 +127,19 @@ def _print_summary(summary: dict) -> None:
             f"published, {suppressed} suppressed",
             highlight=False,
         )
+    gate = summary.get("gate", {})
+    if gate.get("findings"):
+        err_console.print(f"[red]privacy gate: refused[/], {len(gate['findings'])} finding(s):")
+        for f in gate["findings"]:
+            err_console.print(
+                f"  {f['area']}/{f['dataset']}.{f['column']}: {f['detector']} ({f['rows']} rows)",
+                highlight=False, soft_wrap=True,
+            )  # fmt: skip
+    elif gate:
+        out_console.print(f"privacy gate: {gate.get('verdict')}", highlight=False)
     out_console.print(f"manifest: {summary['manifest']}", highlight=False, soft_wrap=True)
+    if summary.get("report"):
+        out_console.print(f"report:   {summary['report']}", highlight=False, soft_wrap=True)
     if summary["partitions"]:
         out_root = Path(summary["manifest"]).parent.parent
         out_console.print(f"outputs:  {out_root / 'restricted'}", highlight=False, soft_wrap=True)

@@ -23,6 +23,7 @@ import polars as pl
 
 from anonymize.contracts import Contract, load_output_schema
 from anonymize.errors import ContractError, InputError
+from anonymize.gate import CANARIES, collect_canaries, run_gate
 from anonymize.keys import KeyRing
 from anonymize.operators import (
     REGISTRY,
@@ -266,8 +267,8 @@ def process_file(
                 continue
             result.reason = str(exc)
             return result
-    # Move the file's parts into the run's staging tree.
-    for part in sorted(work.glob("restricted/**/*.parquet")):
+    # Move the file's parts (and its canaries) into the run's staging tree.
+    for part in sorted([*work.glob("restricted/**/*.parquet"), *work.glob(f"{CANARIES}/*")]):
         target = staging / part.relative_to(work)
         target.parent.mkdir(parents=True, exist_ok=True)
         part.replace(target)
@@ -276,6 +277,28 @@ def process_file(
         result.keys_path = str(keys)
     result.status = "processed"
     return result
+
+
+def _canary_columns(contract: Contract, ds: DatasetPolicy | None) -> list[str]:
+    """The raw header names of a contract's PD string columns, whose values are canaries.
+
+    Columns turned into URL templates are left out: a template of a path without any
+    identifier in it is the path itself, and would be taken for a leak.
+    """
+    templated = {r.column for r in (ds.rules if ds else ()) if r.spec.name == "url_template"}
+    pd_cols = {
+        c.name for c in contract.columns
+        if c.privacy == "PD" and c.type == "string" and c.name not in templated
+    }  # fmt: skip
+    return sorted(h for h, canonical in contract.aliases.items() if canonical in pd_cols)
+
+
+def _write_canaries(frames: list[pl.DataFrame], staging: Path, file_tag: str) -> None:
+    """Keep the file's canaries in the run's restricted staging area (deleted with it)."""
+    if frames:
+        target = staging / CANARIES / f"{file_tag}.parquet"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        pl.concat(frames).unique().write_parquet(target)
 
 
 def _inputs_digest(sha256: str, contract: Contract) -> str:
@@ -362,10 +385,12 @@ def _stage_side_table(
     reason ``filtered_as``. The table holds only ``select`` (pseudonyms, anonymised columns),
     never a raw identifier.
     """
-    frames, quarantined = [], Counter[str]()
+    frames, canaries, quarantined = [], [], Counter[str]()
+    canary_cols = _canary_columns(contract, policy.dataset_for(contract))
     try:
         for i, batch in enumerate(prefetch(reader.batches(policy.batch_rows))):
             result.rows_read += batch.rows_read
+            canaries.append(collect_canaries(batch.frame, canary_cols))
             typed = type_frame(contract, batch.frame)
             quarantined += _write_quarantine(
                 batch.frame, typed[REASON], batch, qdir / f"{file_tag}-{i:05d}.parquet"
@@ -376,6 +401,7 @@ def _stage_side_table(
             stale.unlink()
         result.rows_read, result.reason = 0, str(exc)
         return result
+    _write_canaries(canaries, staging, file_tag)
     table = pl.concat(frames).unique(subset=unique_on, keep="first", maintain_order=True)
     target = _scoped_path(staging, contract, result.path, file_tag)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -469,8 +495,11 @@ def _process_batches(
     out_columns, out_types = list(out_schema.columns), out_schema.polars_schema
     partitions: set[str] = set()
 
+    canary_cols = _canary_columns(contract, ds)
+    canaries: list[pl.DataFrame] = []
     for i, batch in enumerate(prefetch(reader.batches(policy.batch_rows))):
         result.rows_read += batch.rows_read
+        canaries.append(collect_canaries(batch.frame, canary_cols))
         typed = type_frame(contract, batch.frame).with_columns(
             pl.col(date_col).dt.date().alias("__date"), region.alias("__region")
         )
@@ -525,6 +554,7 @@ def _process_batches(
             )
         result.rows_published += out.height
 
+    _write_canaries(canaries, work, file_tag)
     if keys_out:
         pl.concat(keys_out).write_parquet(work / "keys.parquet")
     result.rows_quarantined = dict(sorted(quarantined.items()))
@@ -633,10 +663,11 @@ def run_local(
 ) -> tuple[list[FileResult], list[str]]:
     """Process a landing zone in this process, without Prefect, and publish; for tests and tools.
 
-    Returns the file results and the published partitions; ``report``, when given, receives the
-    releases' manifest entries under ``"releases"``. ``releases`` selects the policy's releases
-    to publish (all by default). The flow in ``flows/nightly.py`` does the same with one Prefect
-    task per file, a manifest and a report.
+    Returns the file results and the published partitions (none when the privacy gate refuses
+    the release); ``report``, when given, receives the releases' manifest entries under
+    ``"releases"`` and the gate's verdict and findings under ``"gate"``. ``releases`` selects
+    the policy's releases to publish (all by default). The flow in ``flows/nightly.py`` does the
+    same with one Prefect task per file, a manifest and a report.
     """
     from anonymize.publish import QUARANTINE, STAGING, discover, publish_partitions
 
@@ -670,8 +701,13 @@ def run_local(
         results += done
     shas = [r.sha256 for r in results if r.status == "processed" and r.sha256]
     entries = stage_releases(releases, policy, keyring, staging, shas)
+    gate = run_gate(staging, policy)
     if report is not None:
         report["releases"] = entries
+        report["gate"] = gate
+    if gate["verdict"] != "pass":
+        shutil.rmtree(staging, ignore_errors=True)
+        return results, []
     published = publish_partitions(staging, out, run_id)
     shutil.rmtree(staging, ignore_errors=True)
     return results, published

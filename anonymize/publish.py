@@ -124,6 +124,7 @@ def build_manifest(
     reason: str | None,
     software_version: str,
     releases: dict | None = None,
+    gate: dict | None = None,
 ) -> dict:
     """The manifest of a run: counts, hashes and ids only, never a data value."""
     staged_paths = ("keys_path", "lookup_path")
@@ -165,5 +166,12 @@ def build_manifest(
         "filtered_by_reason": _sum_reasons(processed, "rows_filtered"),
         "partitions_published": published,
         "releases": releases or {},
+        "gate": {
+            k: v
+            for k, v in (gate or {"verdict": "not_run", "findings": []}).items()
+            if k not in ("volumes", "unicity")
+        },
+        "volumes": (gate or {}).get("volumes", []),
+        "unicity": (gate or {}).get("unicity", {}),
         "inputs": inputs,
     }

@@ -76,6 +76,9 @@ class ReleaseSpec(BaseModel):
     dp: DpSettings = DpSettings()
     # Event-level datasets this recipient may receive, with the scope of its pseudonyms.
     events: dict[str, Scope] = Field(default_factory=dict)
+    # The gate refuses the release when more than this share of the people of an event dataset
+    # are singled out by up to 4 of their own points (hour and region).
+    max_unicity: float = Field(default=0.5, ge=0, le=1)
 
 
 # --- statistics -------------------------------------------------------------------------------

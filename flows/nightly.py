@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict
 
 from anonymize import __version__
 from anonymize.errors import CdranonError
+from anonymize.gate import run_gate
 from anonymize.keys import KeyRing
 from anonymize.pipeline import (
     PlannedFile,
@@ -42,6 +43,7 @@ from anonymize.publish import (
     publish_partitions,
     write_manifest,
 )
+from anonymize.report import render_markdown, write_report
 
 DEBUG_ENV = "CDRANON_DEBUG"
 
@@ -159,37 +161,25 @@ def release_task(params: RunParams, run_id: str, input_sha256s: list[str]) -> di
     return entries
 
 
+@task(name="privacy-gate", cache_policy=NO_CACHE, persist_result=False)
+def gate_task(params: RunParams, run_id: str) -> dict:
+    """Scan everything staged for canaries and detectors; findings never carry a value."""
+    gate = run_gate(params.out / STAGING / run_id, _policy(params))
+    log = get_run_logger()
+    for f in gate["findings"]:
+        log.error(
+            "gate: %s/%s.%s: %s (%d row(s))",
+            f["area"], f["dataset"], f["column"], f["detector"], f["rows"],
+        )  # fmt: skip
+    log.info("gate: %s (%d canaries, %.2f s)", gate["verdict"], gate["canaries"], gate["seconds"])
+    return gate
+
+
 @task(name="publish", cache_policy=NO_CACHE, persist_result=False)
 def publish_task(params: RunParams, run_id: str) -> list[str]:
     published = publish_partitions(params.out / STAGING / run_id, params.out, run_id)
     get_run_logger().info("published %d partition(s)", len(published))
     return published
-
-
-def _summary_markdown(manifest: dict) -> str:
-    t = manifest["totals"]
-    lines = [
-        f"# cdranon run {manifest['run_id']}: {manifest['status']}",
-        "",
-        f"policy {manifest['policy']['version']}, key {manifest['key']['key_id']}"
-        + (" (DEVELOPMENT KEY: not for sharing)" if manifest["not_for_sharing"] else ""),
-        "",
-        "| file | kind | read | published | quarantined | filtered | status |",
-        "|---|---|---:|---:|---:|---:|---|",
-    ]
-    for r in manifest["inputs"]:
-        lines.append(
-            f"| {r['path']} | {r['contract'] or '-'} | {r['rows_read']} | {r['rows_published']} | "
-            f"{sum(r['rows_quarantined'].values())} | {sum(r['rows_filtered'].values())} | "
-            f"{r['status']} |"
-        )
-    lines += [
-        "",
-        f"Totals: {t['files']} file(s), {t['files_refused']} refused, {t['rows_read']} rows read, "
-        f"{t['rows_published']} published, {t['rows_quarantined']} quarantined, "
-        f"{t['rows_filtered']} filtered; {len(manifest['partitions_published'])} partition(s).",
-    ]
-    return "\n".join(lines)
 
 
 @flow(
@@ -218,6 +208,7 @@ def cdranon_run(params: RunParams) -> dict:
     results: list[dict] = []
     published: list[str] = []
     releases: dict[str, dict] = {}
+    gate: dict = {"verdict": "not_run", "findings": []}
     status, reason = "failed", None
     try:
         planned = discover_task(params)
@@ -253,8 +244,16 @@ def cdranon_run(params: RunParams) -> dict:
         else:
             shas = [r["sha256"] for r in results if r["status"] == "processed" and r["sha256"]]
             releases = release_task(params, run_id, shas)
-            published = publish_task(params, run_id)
-            status = "published"
+            gate = gate_task(params, run_id)
+            if gate["verdict"] == "pass":
+                published = publish_task(params, run_id)
+                status = "published"
+            else:
+                status = "refused_by_gate"
+                reason = (
+                    f"the privacy gate found {len(gate['findings'])} problem(s); nothing is "
+                    "published (see the report)"
+                )
     except Exception as exc:
         reason = str(exc).splitlines()[0] if isinstance(exc, CdranonError) else type(exc).__name__
         raise
@@ -273,14 +272,20 @@ def cdranon_run(params: RunParams) -> dict:
             reason=reason,
             software_version=__version__,
             releases=releases,
+            gate=gate,
         )
         manifest_path = write_manifest(params.out, run_id, manifest)
+        report_md = render_markdown(manifest)
+        try:
+            write_report(params.out, manifest)
+        except Exception as exc:  # a report is never a reason to lose the manifest
+            log.warning("could not write the HTML report (%s)", type(exc).__name__)
         shutil.rmtree(params.out / STAGING / run_id, ignore_errors=True)
         with contextlib.suppress(OSError):
             (params.out / STAGING).rmdir()  # only when no other run is staging
         try:
             create_markdown_artifact(
-                markdown=_summary_markdown(manifest),
+                markdown=report_md,
                 key="cdranon-run-summary",
                 description=f"cdranon run {run_id}",
             )
@@ -295,5 +300,7 @@ def cdranon_run(params: RunParams) -> dict:
         "refused": [(r["path"], r["reason"]) for r in results if r["status"] == "refused"],
         "partitions": published,
         "releases": releases,
+        "gate": manifest["gate"],
+        "report": str(manifest_path.with_suffix(".html")),
         "not_for_sharing": keyring.is_development,
     }

@@ -323,8 +323,9 @@ def test_connect_csv_download_is_read_like_the_xml(tmp_path, policy, dev_keyring
     assert df["duration_s"].to_list() == [3600.0]
 
 
-def test_the_canary_scan_catches_a_policy_that_lets_emails_through(all_sources, tmp_path):
-    """The leak test above can fail: allowlisting IIS's sipuri query key leaks emails."""
+def test_the_gate_refuses_a_policy_that_lets_emails_through(all_sources, tmp_path):
+    """Allowlisting IIS's sipuri query key leaks emails: the gate names the column and the
+    detectors, and nothing at all is published."""
     from anonymize.keys import KeyRing
     from anonymize.policy import DEFAULT_POLICY, load_policy
 
@@ -334,11 +335,19 @@ def test_the_canary_scan_catches_a_policy_that_lets_emails_through(all_sources, 
     assert iis_rule in text
     leaky = tmp_path / "leaky.yaml"
     leaky.write_text(text.replace(iis_rule, iis_rule.replace("[lang", "[sipuri, lang")))
-    run_local(out.parent / "landing", tmp_path / "out", policy=load_policy(leaky),
-              keyring=KeyRing.development(), run_id="r")  # fmt: skip
-    queries = read(tmp_path / "out", "web_requests")["query"].str.to_lowercase()
-    needles = sorted(v.lower() for v in world.identifiers()["email"])
-    assert queries.str.contains_any(needles).sum() > 0
+    report: dict = {}
+    _, published = run_local(out.parent / "landing", tmp_path / "out", policy=load_policy(leaky),
+                             keyring=KeyRing.development(), run_id="r", report=report)  # fmt: skip
+    assert published == []
+    assert not (tmp_path / "out" / "restricted").exists()
+    assert not (tmp_path / "out" / "shareable").exists()
+    gate = report["gate"]
+    assert gate["verdict"] == "refused"
+    hits = {(f["dataset"], f["column"], f["detector"]) for f in gate["findings"]}
+    assert ("web_requests", "query", "email") in hits
+    assert ("web_requests", "query", "canary") in hits
+    text = str(gate["findings"]).lower()
+    assert not any(v.lower() in text for v in world.identifiers()["email"])  # no value quoted
 
 
 _WEB_PARTITION = "partition: {date: [time, datetime], region_from: path}"

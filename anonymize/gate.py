@@ -1,0 +1,383 @@
+"""The privacy gate: nothing is published unless the staged outputs are shown to be clean.
+
+While reading, the pipeline keeps every distinct raw Personal Data value it saw (*canaries*:
+the values of the contracts' PD columns, plus their normalised forms: the address of a SIP URI,
+its local part, the E.164 form of a phone number, the user of ``DOMAIN\\user``) in the run's
+restricted staging area. Before publishing, ``scan`` reads every staged Parquet file (restricted
+and shareable), its key-value metadata and its partition path, and looks for:
+
+- every canary, as an exact value and, when long enough to be unambiguous (``MIN_CANARY``),
+  as a case-insensitive substring (Aho-Corasick, polars ``str.contains_any``);
+- detectors: email addresses, SIP/tel URIs, phone numbers (validated with ``phonenumbers``), full
+  IPv4 and IPv6 addresses (a network such as ``192.0.2.0/24`` is fine), MAC addresses, payment
+  card numbers with a valid Luhn digit;
+- columns that must hold pseudonyms holding anything else.
+
+Python runs on the unique values of a column only. A finding names the area, dataset, column,
+detector and row count, never the value. Any finding refuses the whole release.
+
+Examples
+--------
+>>> luhn_ok("4111111111111111"), luhn_ok("4111111111111112")
+(True, False)
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import phonenumbers
+import polars as pl
+import pyarrow.parquet as pq
+
+from anonymize.identifiers import normalize_identifier
+
+CANARIES = "_canaries"
+MIN_CANARY = 6  # shorter values ("Audio", a 4-letter alias) would match ordinary categories
+PSEUDONYM = r"^[a-z]-[a-p]{32}$"
+
+_EMAIL = r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9.\-]+\.[A-Za-z]{2,}"
+_SIP = r"(?i)\b(?:sips?|tel):[^\s]+"
+_MAC = r"(?i)\b[0-9a-f]{2}(?:[-:][0-9a-f]{2}){5}\b"
+_IPV4 = r"\b\d{1,3}(?:\.\d{1,3}){3}\b(?:/\d{1,2})?"
+_IPV6 = r"(?i)(?:[0-9a-f]{0,4}:){2,7}[0-9a-f]{0,4}(?:/\d{1,3})?"
+# Phone numbers as people write them: international (+...), or US / UK national shapes. Bare
+# digit runs and dotted versions (16.0.5215.1000) are not taken for phones.
+_PHONE = (
+    r"\+\d[\d \-().]{6,20}\d"
+    r"|\(?\b\d{3}\)?[ \-.]\d{3}[ \-.]\d{4}\b"
+    r"|\b0\d{2,4}[ \-]\d{3,4}[ \-]?\d{3,4}\b"
+)
+
+
+@dataclass(frozen=True)
+class Finding:
+    """Something the gate found. Never holds the value itself."""
+
+    area: str  # restricted, shareable, metadata, path
+    dataset: str
+    column: str
+    detector: str
+    rows: int
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def __str__(self) -> str:
+        return f"{self.area}/{self.dataset}.{self.column}: {self.detector} ({self.rows} row(s))"
+
+
+# --- canaries ---------------------------------------------------------------------------------
+
+
+def canary_forms(value: str) -> set[str]:
+    """The raw value and the forms it may take after normalisation, lower-cased."""
+    v = value.strip()
+    out = {v.lower()}
+    if "@" in v or v.lower().startswith(("sip:", "sips:", "tel:")):
+        _, norm = normalize_identifier(v, "auto")
+        out.add(norm.lower())
+        local = norm.split("@", 1)[0]
+        if len(local) >= MIN_CANARY:
+            out.add(local.lower())
+    if "\\" in v:
+        out.add(v.rsplit("\\", 1)[1].lower())
+    digits = re.sub(r"\D", "", v)
+    if 7 <= len(digits) <= 15 and re.fullmatch(r"[\s+\d().\-/;=a-z:]*", v.lower()):
+        _, norm = normalize_identifier(v, "phone")
+        out.add(norm.split(";", 1)[0].lower())
+        out.add(digits)
+    if "," in v:  # X-Forwarded-For chains
+        out |= {p.strip().lower() for p in v.split(",") if p.strip()}
+    return {c for c in out if len(c) >= MIN_CANARY}
+
+
+def collect_canaries(frame: pl.DataFrame, columns: Iterable[str]) -> pl.DataFrame:
+    """Distinct canaries (``kind`` = source column, ``value``) of the given raw columns."""
+    parts = []
+    for col in columns:
+        if col not in frame.columns or frame.schema[col] != pl.String:
+            continue
+        uniq = frame[col].drop_nulls().unique().to_list()
+        forms = sorted({f for v in uniq for f in canary_forms(v)})
+        if forms:
+            parts.append(pl.DataFrame({"kind": [col] * len(forms), "value": forms}))
+    if not parts:
+        return pl.DataFrame(schema={"kind": pl.String, "value": pl.String})
+    return pl.concat(parts).unique()
+
+
+def load_canaries(staging: Path) -> pl.DataFrame:
+    files = sorted((Path(staging) / CANARIES).rglob("*.parquet"))
+    if not files:
+        return pl.DataFrame(schema={"kind": pl.String, "value": pl.String})
+    return pl.concat([pl.read_parquet(f) for f in files]).unique(subset="value", keep="first")
+
+
+# --- detectors on unique values ------------------------------------------------------------------
+
+
+def luhn_ok(digits: str) -> bool:
+    """True when a 13-19 digit number has a valid Luhn check digit."""
+    if not 13 <= len(digits) <= 19 or not digits.isdigit():
+        return False
+    total = 0
+    for i, ch in enumerate(reversed(digits)):
+        d = int(ch)
+        if i % 2:
+            d = d * 2 - 9 if d > 4 else d * 2
+        total += d
+    return total % 10 == 0
+
+
+def _has_full_ip(value: str) -> bool:
+    for m in re.finditer(_IPV4, value):
+        if "/" not in m.group(0):
+            try:
+                ipaddress.IPv4Address(m.group(0))
+                return True
+            except ValueError:
+                pass
+    for m in re.finditer(_IPV6, value):
+        token = m.group(0)
+        if "/" in token or token.count(":") < 2 or len(token.replace(":", "")) < 2:
+            continue
+        try:
+            ipaddress.IPv6Address(token)
+            return True
+        except ValueError:
+            pass
+    return False
+
+
+def _has_phone(value: str) -> bool:
+    text = re.sub(_IPV4, " ", value)  # addresses and networks are not phone numbers
+    for m in re.finditer(_PHONE, text):
+        cand = m.group(0)
+        for region in ("US", "GB"):
+            try:
+                num = phonenumbers.parse(cand, region)
+            except phonenumbers.NumberParseException:
+                continue
+            if phonenumbers.is_valid_number(num):
+                return True
+    return False
+
+
+def _has_card(value: str) -> bool:
+    return any(
+        luhn_ok(re.sub(r"\D", "", m.group(0))) for m in re.finditer(r"\d[\d \-]{11,22}\d", value)
+    )
+
+
+DETECTORS = {
+    "email": lambda s: bool(re.search(_EMAIL, s)),
+    "sip_or_tel_uri": lambda s: bool(re.search(_SIP, s)),
+    "ip_address": _has_full_ip,
+    "mac_address": lambda s: bool(re.search(_MAC, s)),
+    "card_number": _has_card,
+    "phone_number": _has_phone,
+}
+# A cheap vectorised pre-filter: only values that could match go through Python.
+_PREFILTER = r"@|(?i:sips?:|tel:)|\d{3}|[0-9a-fA-F]{1,4}:[0-9a-fA-F]{0,4}:"
+
+
+def scan_values(
+    values: pl.Series, canaries: pl.DataFrame, pseudonyms_only: bool = False
+) -> dict[str, int]:
+    """Detector and canary hits in one column's values: {detector: rows}. Values never leave."""
+    s = values.cast(pl.String) if values.dtype != pl.String else values
+    s = s.drop_nulls()
+    if not s.len():
+        return {}
+    counts = s.value_counts(name="__n")
+    uniq, n = counts[s.name], counts["__n"]
+    hits: dict[str, int] = {}
+    if pseudonyms_only:
+        bad = ~uniq.str.contains(PSEUDONYM)
+        if bad.any():
+            hits["not_a_pseudonym"] = int(n.filter(bad).sum())
+        return hits
+    low = uniq.str.to_lowercase()
+    if canaries.height:
+        values_lc = canaries["value"]
+        found = low.str.contains_any(values_lc.to_list()).fill_null(False)
+        if found.any():
+            hits["canary"] = int(n.filter(found).sum())
+    maybe = uniq.str.contains(_PREFILTER)
+    if maybe.any():
+        cand = uniq.filter(maybe).to_list()
+        cand_n = n.filter(maybe).to_list()
+        for name, test in DETECTORS.items():
+            rows = sum(c for v, c in zip(cand, cand_n, strict=True) if test(v))
+            if rows:
+                hits[name] = rows
+    return hits
+
+
+# --- the scan -----------------------------------------------------------------------------------
+
+
+# Metadata the pipeline computes itself as hex digests (canaries still apply to the others).
+_OWN_META = {b"ARROW:schema", b"cdranon.policy_hash", b"cdranon.inputs_digest", b"cdranon.key_id"}
+
+
+def _dataset_of(rel: Path) -> tuple[str, str]:
+    """(area, dataset) of a staged file path relative to the staging or output root."""
+    parts = rel.parts
+    if parts[0] == "shareable":
+        return "shareable", f"{parts[1]}/{parts[2]}"
+    return parts[0], parts[1]
+
+
+def scan(
+    root: Path, canaries: pl.DataFrame, pseudonym_columns: dict[str, list[str]]
+) -> list[Finding]:
+    """Scan every Parquet file under ``root/restricted`` and ``root/shareable``.
+
+    ``pseudonym_columns`` maps a dataset name to its columns that must hold pseudonyms only
+    (for shareable event datasets too). Returns the findings, empty when clean.
+    """
+    root = Path(root)
+    files = sorted(
+        [*root.glob("restricted/*/date=*/region=*/*.parquet"),
+         *root.glob("shareable/*/*/date=*/region=*/*.parquet")]
+    )  # fmt: skip
+    by_dataset: dict[tuple[str, str], list[Path]] = {}
+    findings: list[Finding] = []
+    path_values: list[str] = []
+    meta_values: list[str] = []
+    for f in files:
+        rel = f.relative_to(root)
+        by_dataset.setdefault(_dataset_of(rel), []).append(f)
+        path_values += list(rel.parts[:-1])
+        meta = pq.read_schema(f).metadata or {}
+        meta_values += [v.decode("utf-8", "replace") for k, v in meta.items() if k not in _OWN_META]
+    for (area, dataset), paths in sorted(by_dataset.items()):
+        lf = pl.scan_parquet(paths, hive_partitioning=False)
+        schema = lf.collect_schema()
+        cols = [c for c, t in schema.items() if t == pl.String or t == pl.List(pl.String)]
+        if not cols:
+            continue
+        frame = lf.select(cols).collect()
+        base = dataset.split("/")[-1]
+        for col in cols:
+            values = frame[col]
+            if values.dtype == pl.List(pl.String):
+                values = values.explode()
+            only_pseudo = col in pseudonym_columns.get(base, [])
+            for detector, rows in scan_values(values, canaries, only_pseudo).items():
+                findings.append(Finding(area, dataset, col, detector, rows))
+    for area, values in (("path", path_values), ("metadata", meta_values)):
+        series = pl.Series("v", sorted(set(values)), dtype=pl.String)
+        for detector, rows in scan_values(series, canaries).items():
+            findings.append(Finding(area, "*", "*", detector, rows))
+    return findings
+
+
+def run_gate(staging: Path, policy) -> dict:
+    """Scan a run's staging area; the manifest's ``gate`` entry (verdict, findings, counts)."""
+    import time
+
+    from anonymize.releases import pseudonym_columns
+
+    t = time.perf_counter()
+    canaries = load_canaries(staging)
+    pseudo = {name: pseudonym_columns(policy, name) for name in policy.datasets}
+    findings = scan(staging, canaries, pseudo)
+    # Unicity of the event datasets a release lets out, against the release's threshold.
+    checks = []
+    for name, spec in policy.releases.items():
+        for dataset in spec.events:
+            files = sorted((Path(staging) / "shareable" / name / dataset).rglob("*.parquet"))
+            cols = pseudonym_columns(policy, dataset)
+            if not files or not cols or spec.events[dataset] == "none":
+                continue
+            frame = pl.read_parquet(files, hive_partitioning=True)
+            time_col = next((c for c, t in frame.schema.items() if t == pl.Datetime("ms")), None)
+            curve = unicity(frame, cols[0], [c for c in (time_col, "region") if c])
+            worst = max(curve.values(), default=0.0)
+            checks.append({"release": name, "dataset": dataset, "unicity": curve,
+                           "max_unicity": spec.max_unicity})  # fmt: skip
+            if worst > spec.max_unicity:
+                findings.append(Finding("shareable", f"{name}/{dataset}", cols[0], "unicity",
+                                        frame.height))  # fmt: skip
+    # For the report: why restricted events are not shareable as they are.
+    sessions = sorted((Path(staging) / "restricted" / "lync_sessions").rglob("*.parquet"))
+    curve: dict[int, float] = {}
+    if sessions:
+        frame = (
+            pl.scan_parquet(sessions, hive_partitioning=True)
+            .select("from_user", "session_hour", "region")
+            .collect()
+        )
+        curve = unicity(frame, "from_user", ["session_hour", "region"])
+    return {
+        "verdict": "refused" if findings else "pass",
+        "findings": [f.to_dict() for f in findings],
+        "canaries": canaries.height,
+        "unicity_checks": checks,
+        "seconds": round(time.perf_counter() - t, 3),
+        "volumes": volumes(staging),
+        "unicity": curve,
+    }
+
+
+# --- disclosure checks ---------------------------------------------------------------------
+
+
+def unicity(
+    frame: pl.DataFrame, person: str, points: list[str], p_max: int = 4, sample: int = 500,
+    seed: int = 0,
+) -> dict[int, float]:  # fmt: skip
+    """Share of people singled out by ``p`` random points of their own, p = 1..``p_max``.
+
+    As in de Montjoye et al. (2013): for each sampled person with at least ``p`` distinct points
+    (here a point is a combination of the ``points`` columns, e.g. hour and region), draw ``p`` of
+    their points and check whether anyone else has all of them. Python runs over the sampled
+    people's point sets only.
+
+    >>> f = pl.DataFrame({"u": ["a", "b", "c", "c"], "h": [1, 1, 2, 3]})
+    >>> unicity(f, "u", ["h"], p_max=2)
+    {1: 0.3333, 2: 1.0}
+    """
+    import random
+
+    rows = frame.select(person, *points).drop_nulls().unique()
+    if not rows.height:
+        return {}
+    keyed = rows.select(pl.col(person), pl.concat_str([pl.col(c).cast(pl.String) for c in points],
+                                                      separator="|").alias("__pt"))  # fmt: skip
+    by_point: dict[str, set[str]] = {}
+    by_person: dict[str, list[str]] = {}
+    for u, pt in keyed.iter_rows():
+        by_point.setdefault(pt, set()).add(u)
+        by_person.setdefault(u, []).append(pt)
+    rng = random.Random(seed)
+    people = sorted(by_person)
+    chosen = people if len(people) <= sample else rng.sample(people, sample)
+    out = {}
+    for p in range(1, p_max + 1):
+        eligible = [u for u in chosen if len(by_person[u]) >= p]
+        if not eligible:
+            break
+        unique = 0
+        for u in eligible:
+            pts = rng.sample(sorted(by_person[u]), p)
+            others = set.intersection(*(by_point[pt] for pt in pts))
+            unique += others == {u}
+        out[p] = round(unique / len(eligible), 4)
+    return out
+
+
+def volumes(root: Path) -> list[dict]:
+    """Rows per dataset and date in the staged restricted datasets (from Parquet footers)."""
+    counts: dict[tuple[str, str], int] = {}
+    for f in Path(root).glob("restricted/*/date=*/region=*/*.parquet"):
+        key = (f.parts[-4], f.parts[-3].removeprefix("date="))
+        counts[key] = counts.get(key, 0) + pq.ParquetFile(f).metadata.num_rows
+    return [{"dataset": d, "date": day, "rows": n} for (d, day), n in sorted(counts.items())]
