@@ -169,6 +169,45 @@ def synth(
     )
 
 
+@app.command()
+def scan(
+    out: Annotated[Path, typer.Option(help="The output root of earlier runs.")],
+    landing: Annotated[Path, typer.Option(help="The landing zone those runs read.")],
+    policy: Annotated[
+        Path | None, typer.Option(help="Policy YAML (default: the shipped default policy).")
+    ] = None,
+) -> None:
+    """Audit published outputs against the raw inputs: the gate's scan, after the fact.
+
+    Exit 0 when clean, 1 when anything is found (the findings name dataset, column and detector,
+    never the value), 2 when it cannot run.
+    """
+    from anonymize.gate import canaries_from_landing
+    from anonymize.gate import scan as run_scan
+    from anonymize.policy import DEFAULT_POLICY, load_policy
+    from anonymize.releases import pseudonym_columns
+
+    try:
+        loaded = load_policy(policy or DEFAULT_POLICY)
+    except CdranonError as exc:
+        _fail(EXIT_REFUSED_TO_START, str(exc))
+    if not landing.is_dir() or not out.is_dir():
+        _fail(EXIT_REFUSED_TO_START, "both --out and --landing must be folders")
+    canaries, unreadable = canaries_from_landing(landing, loaded)
+    pseudo = {name: pseudonym_columns(loaded, name) for name in loaded.datasets}
+    findings = run_scan(out, canaries, pseudo)
+    for path in unreadable:
+        err_console.print(f"[yellow]not read[/] {path}", highlight=False, soft_wrap=True)
+    if findings:
+        for f in findings:
+            err_console.print(f"[red]finding[/] {f}", highlight=False, soft_wrap=True)
+        _fail(EXIT_NOT_PUBLISHED, f"{len(findings)} finding(s) in {out}")
+    out_console.print(
+        f"clean: no canary ({canaries.height} from the landing zone) and no detector hit in {out}",
+        highlight=False,
+    )
+
+
 @app.command("check-policy")
 def check_policy(
     policy: Annotated[

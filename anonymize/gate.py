@@ -183,7 +183,10 @@ DETECTORS = {
     "phone_number": _has_phone,
 }
 # A cheap vectorised pre-filter: only values that could match go through Python.
-_PREFILTER = r"@|(?i:sips?:|tel:)|\d{3}|[0-9a-fA-F]{1,4}:[0-9a-fA-F]{0,4}:"
+_PREFILTER = (
+    r"@|(?i:sips?:|tel:)|\d{3}|[0-9a-fA-F]{1,4}:[0-9a-fA-F]{0,4}:"
+    r"|[0-9a-fA-F]{2}[-:][0-9a-fA-F]{2}[-:]"
+)
 
 
 def scan_values(
@@ -299,12 +302,13 @@ def run_gate(staging: Path, policy) -> dict:
                 continue
             frame = pl.read_parquet(files, hive_partitioning=True)
             time_col = next((c for c, t in frame.schema.items() if t == pl.Datetime("ms")), None)
-            curve = unicity(frame, cols[0], [c for c in (time_col, "region") if c])
+            person = next((c for c in ("from_user", "user", "organizer") if c in cols), cols[0])
+            curve = unicity(frame, person, [c for c in (time_col, "region") if c])
             worst = max(curve.values(), default=0.0)
             checks.append({"release": name, "dataset": dataset, "unicity": curve,
                            "max_unicity": spec.max_unicity})  # fmt: skip
             if worst > spec.max_unicity:
-                findings.append(Finding("shareable", f"{name}/{dataset}", cols[0], "unicity",
+                findings.append(Finding("shareable", f"{name}/{dataset}", person, "unicity",
                                         frame.height))  # fmt: skip
     # For the report: why restricted events are not shareable as they are.
     sessions = sorted((Path(staging) / "restricted" / "lync_sessions").rglob("*.parquet"))
@@ -381,3 +385,27 @@ def volumes(root: Path) -> list[dict]:
         key = (f.parts[-4], f.parts[-3].removeprefix("date="))
         counts[key] = counts.get(key, 0) + pq.ParquetFile(f).metadata.num_rows
     return [{"dataset": d, "date": day, "rows": n} for (d, day), n in sorted(counts.items())]
+
+
+def canaries_from_landing(landing: Path, policy) -> tuple[pl.DataFrame, list[str]]:
+    """Canaries of every readable file of a landing zone (for an audit after the fact).
+
+    Returns the canaries and the relative paths of the files that could not be read.
+    """
+    from anonymize.errors import ContractError, InputError
+    from anonymize.pipeline import _canary_columns
+    from anonymize.publish import discover
+    from anonymize.sources import open_source
+
+    frames, unreadable = [], []
+    for path, family in discover(Path(landing)):
+        try:
+            source = open_source(Path(path), family)
+            cols = _canary_columns(source.contract, policy.dataset_for(source.contract))
+            for batch in source.reader.batches(policy.batch_rows):
+                frames.append(collect_canaries(batch.frame, cols))
+        except (OSError, InputError, ContractError):
+            unreadable.append(Path(path).relative_to(landing).as_posix())
+    if not frames:
+        return pl.DataFrame(schema={"kind": pl.String, "value": pl.String}), unreadable
+    return pl.concat(frames).unique(subset="value", keep="first"), unreadable

@@ -288,7 +288,7 @@ def _canary_columns(contract: Contract, ds: DatasetPolicy | None) -> list[str]:
     templated = {r.column for r in (ds.rules if ds else ()) if r.spec.name == "url_template"}
     pd_cols = {
         c.name for c in contract.columns
-        if c.privacy == "PD" and c.type == "string" and c.name not in templated
+        if c.privacy == "PD" and c.type in ("string", "guid", "ip") and c.name not in templated
     }  # fmt: skip
     return sorted(h for h, canonical in contract.aliases.items() if canonical in pd_cols)
 

@@ -110,7 +110,7 @@ def _charts(manifest: dict) -> list[tuple[str, str]]:
             ax.bar(dates, heights, bottom=bottom, label=ds)
             bottom = [b + h for b, h in zip(bottom, heights, strict=True)]
         ax.set_ylabel("rows published")
-        ax.legend(fontsize=7, ncol=2)
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
         charts.append(("Volumes per source and day", _svg(fig)))
         plt.close(fig)
     reasons = manifest.get("quarantine", {}).get("rows_by_reason", {})
@@ -134,7 +134,9 @@ def _charts(manifest: dict) -> list[tuple[str, str]]:
     curve = manifest.get("unicity", {})
     if curve:
         fig, ax = plt.subplots(figsize=(5, 3))
-        ax.plot([int(p) for p in curve], list(curve.values()), marker="o")
+        xs = [int(p) for p in curve]
+        ax.plot(xs, list(curve.values()), marker="o")
+        ax.set_xticks(xs)
         ax.set_xlabel("points known (hour and region of a session)")
         ax.set_ylabel("share of people singled out")
         ax.set_ylim(0, 1)

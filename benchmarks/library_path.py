@@ -1,4 +1,4 @@
-"""The library path alone: discover, read, anonymise, write, publish; no Prefect.
+"""The library path alone: discover, read, anonymise, releases, gate, publish; no Prefect.
 
 Usage: ``python -m benchmarks.library_path LANDING OUT``. Prints rows read and seconds.
 """
@@ -18,9 +18,16 @@ def main(landing: Path, out: Path) -> None:
     t0 = time.perf_counter()
     policy = load_policy(DEFAULT_POLICY)
     keyring = KeyRing.development()
-    results, _ = run_local(landing, out, policy=policy, keyring=keyring, run_id="bench")
+    report: dict = {}
+    results, _ = run_local(
+        landing, out, policy=policy, keyring=keyring, run_id="bench", report=report
+    )
     rows = sum(r.rows_read for r in results)
-    print(f"rows={rows} seconds={time.perf_counter() - t0:.3f}")
+    gate = report["gate"]
+    print(
+        f"rows={rows} seconds={time.perf_counter() - t0:.3f} gate={gate['verdict']} "
+        f"gate_seconds={gate['seconds']:.3f} canaries={gate['canaries']}"
+    )
 
 
 if __name__ == "__main__":

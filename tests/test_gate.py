@@ -1,0 +1,198 @@
+"""The privacy gate: detectors, canaries of every kind in every column of every dataset, the
+metadata and paths, unicity, the refusal, the standalone scan, and the HTML report."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import polars as pl
+import pyarrow.parquet as pq
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from anonymize.cli import app
+from anonymize.gate import canaries_from_landing, luhn_ok, scan, scan_values
+from anonymize.pipeline import run_local
+from anonymize.policy import DEFAULT_POLICY, load_policy
+from anonymize.releases import pseudonym_columns
+from anonymize.report import render_html
+from anonymize.synth_sources import generate_all
+from tests.conftest import SAMPLE
+
+runner = CliRunner()
+NO_CANARIES = pl.DataFrame(schema={"kind": pl.String, "value": pl.String})
+
+
+@pytest.mark.parametrize(
+    ("value", "detector"),
+    [
+        ("write to jane.doe@contoso.com", "email"),
+        ("sip:jane.doe@contoso.com;gruu", "sip_or_tel_uri"),
+        ("tel:+14255550100", "sip_or_tel_uri"),
+        ("from 192.0.2.77 via proxy", "ip_address"),
+        ("2001:db8:abcd:12::7", "ip_address"),
+        ("00-04-F2-AA-BB-CC", "mac_address"),
+        ("card=4111 1111 1111 1111", "card_number"),
+        ("call +44 20 7946 0000", "phone_number"),
+        ("call (425) 555-0100 now", "phone_number"),
+    ],
+)
+def test_detectors_find_what_they_are_for(value, detector):
+    assert detector in scan_values(pl.Series("c", [value, "ordinary"]), NO_CANARIES)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "192.0.2.0/24", "2001:db8:abcd::/48", "192.0.2.0/24, -", "/support/kb/{number}",
+        "UCCAPI/16.0.5215.1000", "ver=16.0.5215.1000", "Chrome", "120", "u-" + "a" * 32,
+        "4111111111111112", "lang=en-US", "2026-11-23",
+    ],
+)  # fmt: skip
+def test_generalised_values_are_not_findings(value):
+    assert scan_values(pl.Series("c", [value]), NO_CANARIES) == {}
+
+
+def test_luhn():
+    assert luhn_ok("4111111111111111")
+    assert luhn_ok("340000000000009")
+    assert not luhn_ok("4111111111111112")
+    assert not luhn_ok("1234")
+
+
+@pytest.fixture(scope="module")
+def clean_run(tmp_path_factory, policy, dev_keyring):
+    root = tmp_path_factory.mktemp("gate")
+    shutil.copytree(SAMPLE, root / "landing")
+    report: dict = {}
+    _, published = run_local(root / "landing", root / "out", policy=policy, keyring=dev_keyring,
+                             run_id="r", report=report)  # fmt: skip
+    assert report["gate"]["verdict"] == "pass", report["gate"]["findings"]
+    assert published
+    canaries, unreadable = canaries_from_landing(root / "landing", policy)
+    assert unreadable == []
+    return root, canaries, report
+
+
+def _datasets(out: Path) -> list[Path]:
+    return sorted({p.parents[2] for p in out.glob("*/**/date=*/region=*/*.parquet")})
+
+
+def test_one_canary_of_each_kind_in_every_column_of_every_dataset_is_caught(clean_run, policy):
+    root, canaries, _ = clean_run
+    world = generate_all(root / "again", seed=42, rows=600, days=2, people=120)
+    ids = world.identifiers()
+    kinds = ["sip", "local_part", "email", "phone", "account", "ip", "mac", "guid", "title",
+             "name", "cookie", "card"]  # fmt: skip
+    samples = {}
+    for kind in kinds:
+        values = sorted(v for v in ids[kind] if len(v) >= 6)
+        assert values, kind
+        samples[kind] = values[len(values) // 2]
+    samples["phone_e164_digits"] = sorted(ids["phone"])[0].lstrip("+")
+    checked = 0
+    for dataset in _datasets(root / "out"):
+        frame = pl.read_parquet(dataset / "**" / "*.parquet")
+        base = dataset.name
+        pseudo = pseudonym_columns(policy, base) if base in policy.datasets else []
+        for col, dtype in frame.schema.items():
+            if dtype not in (pl.String, pl.List(pl.String)):
+                continue
+            values = frame[col].explode() if dtype == pl.List(pl.String) else frame[col]
+            assert scan_values(values, canaries, col in pseudo) == {}, (dataset, col)
+            for kind, value in samples.items():
+                injected = pl.concat([values, pl.Series([value])])
+                hits = scan_values(injected, canaries, col in pseudo)
+                assert hits, (dataset.relative_to(root), col, kind)
+                checked += 1
+    assert checked > 300
+
+
+def test_metadata_and_partition_paths_are_scanned(clean_run, policy, tmp_path):
+    root, canaries, _ = clean_run
+    out = tmp_path / "out"
+    shutil.copytree(root / "out" / "restricted", out / "restricted")
+    victim = next((out / "restricted" / "lync_sessions").rglob("*.parquet"))
+    table = pq.read_table(victim)
+    email = sorted(v for v in canaries["value"].to_list() if "@" in v)[0]
+    meta = {**(table.schema.metadata or {}), b"cdranon.note": email.encode()}
+    pq.write_table(table.replace_schema_metadata(meta), victim)
+    odd = out / "restricted" / "web_requests" / "date=2026-11-23" / f"region={email}"
+    odd.mkdir(parents=True)
+    shutil.copy(next((out / "restricted" / "web_requests").rglob("*.parquet")), odd / "p.parquet")
+    pseudo = {n: pseudonym_columns(policy, n) for n in policy.datasets}
+    found = {(f.area, f.detector) for f in scan(out, canaries, pseudo)}
+    assert ("metadata", "canary") in found
+    assert ("metadata", "email") in found
+    assert ("path", "email") in found
+
+
+def test_a_release_whose_events_single_people_out_is_refused(tmp_path, dev_keyring):
+    doc = yaml.safe_load(DEFAULT_POLICY.read_text())
+    doc["releases"]["partner"]["events"] = {"lync_sessions": "stable"}
+    doc["releases"]["partner"]["max_unicity"] = 0.05
+    path = tmp_path / "p.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    shutil.copytree(SAMPLE, tmp_path / "landing")
+    report: dict = {}
+    _, published = run_local(tmp_path / "landing", tmp_path / "out", policy=load_policy(path),
+                             keyring=dev_keyring, run_id="r", report=report)  # fmt: skip
+    assert published == []
+    gate = report["gate"]
+    assert gate["verdict"] == "refused"
+    assert [f["detector"] for f in gate["findings"]] == ["unicity"]
+    curve = gate["unicity_checks"][0]["unicity"]
+    assert max(curve.values()) > 0.05
+
+
+def test_cdranon_scan_audits_an_output_after_the_fact(clean_run, tmp_path):
+    root, canaries, _ = clean_run
+    ok = runner.invoke(
+        app, ["scan", "--out", str(root / "out"), "--landing", str(root / "landing")]
+    )
+    assert ok.exit_code == 0, ok.output
+    assert "clean" in ok.output
+    out = tmp_path / "out"
+    shutil.copytree(root / "out" / "restricted", out / "restricted")
+    victim = next((out / "restricted" / "web_requests").rglob("*.parquet"))
+    frame = pl.read_parquet(victim)
+    email = sorted(v for v in canaries["value"].to_list() if "@" in v)[0]
+    frame.with_columns(pl.lit(email).alias("query")).write_parquet(victim)
+    bad = runner.invoke(app, ["scan", "--out", str(out), "--landing", str(root / "landing")])
+    assert bad.exit_code == 1
+    assert "web_requests.query: email" in bad.output
+    assert email not in bad.output
+
+
+def test_the_html_report_renders_in_a_headless_browser(clean_run, tmp_path):
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if browser is None:
+        pytest.skip("no chromium here (.ci/run installs it)")
+    _, _, report = clean_run
+    manifest = {
+        "run_id": "r", "status": "published", "not_for_sharing": True,
+        "policy": {"version": "v"}, "key": {"key_id": "k-0"},
+        "totals": {"files": 1, "files_refused": 0, "rows_read": 1, "rows_published": 1,
+                   "rows_quarantined": 0, "rows_filtered": 0},
+        "partitions_published": [], "inputs": [],
+        "quarantine": {"rows_by_reason": {"unparseable_line": 6}},
+        "releases": report["releases"], "gate": report["gate"],
+        "volumes": report["gate"]["volumes"], "unicity": report["gate"]["unicity"],
+    }  # fmt: skip
+    page = tmp_path / "report.html"
+    page.write_text(render_html(manifest))
+    args = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars"]
+    dom = subprocess.run([*args, "--dump-dom", page.as_uri()], capture_output=True, text=True,
+                         timeout=120, check=True).stdout  # fmt: skip
+    assert "Privacy gate: <b>pass</b>" in dom
+    for title in ("Volumes per source and day", "Quarantined rows by reason",
+                  "Published and suppressed cells", "Unicity curve"):  # fmt: skip
+        assert f"<h2>{title}</h2>" in dom
+    assert dom.count("<svg") >= 4
+    shot = tmp_path / "shot.png"
+    subprocess.run([*args, "--window-size=1000,1600", f"--screenshot={shot}", page.as_uri()],
+                   capture_output=True, timeout=120, check=True)  # fmt: skip
+    assert shot.stat().st_size > 20_000  # charts drawn, not a blank page
