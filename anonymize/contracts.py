@@ -34,6 +34,9 @@ class Column(BaseModel):
     required: bool = True
     nullable: bool = True
     aliases: tuple[str, ...] = ()
+    # PD values are canaries for the privacy gate, except per-record random tokens (dialog
+    # ids, correlation ids, transaction ids): millions of them, and nothing to re-identify.
+    canary: bool = True
 
 
 class Lookup(BaseModel):

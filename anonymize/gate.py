@@ -28,6 +28,7 @@ import ipaddress
 import re
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import phonenumbers
@@ -74,8 +75,12 @@ class Finding:
 # --- canaries ---------------------------------------------------------------------------------
 
 
-def canary_forms(value: str) -> set[str]:
-    """The raw value and the forms it may take after normalisation, lower-cased."""
+@lru_cache(maxsize=1 << 20)
+def canary_forms(value: str) -> frozenset[str]:
+    """The raw value and the forms it may take after normalisation, lower-cased.
+
+    Cached: the same people appear in every batch and several columns.
+    """
     v = value.strip()
     out = {v.lower()}
     if "@" in v or v.lower().startswith(("sip:", "sips:", "tel:")):
@@ -93,16 +98,27 @@ def canary_forms(value: str) -> set[str]:
         out.add(digits)
     if "," in v:  # X-Forwarded-For chains
         out |= {p.strip().lower() for p in v.split(",") if p.strip()}
-    return {c for c in out if len(c) >= MIN_CANARY}
+    return frozenset(c for c in out if len(c) >= MIN_CANARY)
 
 
-def collect_canaries(frame: pl.DataFrame, columns: Iterable[str]) -> pl.DataFrame:
-    """Distinct canaries (``kind`` = source column, ``value``) of the given raw columns."""
+def collect_canaries(
+    frame: pl.DataFrame, columns: Iterable[str], embedded: Iterable[str] = ()
+) -> pl.DataFrame:
+    """Distinct canaries (``kind`` = source column, ``value``) of the given raw columns.
+
+    ``embedded`` columns give only the email addresses and SIP URIs found inside their values
+    (a newsletter sign-up's ``?email=``), not the values themselves.
+    """
     parts = []
-    for col in columns:
+    wanted = [(c, False) for c in columns] + [(c, True) for c in embedded]
+    for col, inner in wanted:
         if col not in frame.columns or frame.schema[col] != pl.String:
             continue
-        uniq = frame[col].drop_nulls().unique().to_list()
+        values = frame[col].drop_nulls()
+        if inner:
+            values = values.filter(values.str.contains("@", literal=True))
+            values = values.str.extract_all(_EMAIL).explode().drop_nulls()
+        uniq = values.unique().to_list()
         forms = sorted({f for v in uniq for f in canary_forms(v)})
         if forms:
             parts.append(pl.DataFrame({"kind": [col] * len(forms), "value": forms}))
@@ -190,7 +206,7 @@ _PREFILTER = (
 
 
 def scan_values(
-    values: pl.Series, canaries: pl.DataFrame, pseudonyms_only: bool = False
+    values: pl.Series, canaries: pl.DataFrame | list[str], pseudonyms_only: bool = False
 ) -> dict[str, int]:
     """Detector and canary hits in one column's values: {detector: rows}. Values never leave."""
     s = values.cast(pl.String) if values.dtype != pl.String else values
@@ -206,9 +222,9 @@ def scan_values(
             hits["not_a_pseudonym"] = int(n.filter(bad).sum())
         return hits
     low = uniq.str.to_lowercase()
-    if canaries.height:
-        values_lc = canaries["value"]
-        found = low.str.contains_any(values_lc.to_list()).fill_null(False)
+    needles = canaries["value"].to_list() if isinstance(canaries, pl.DataFrame) else canaries
+    if needles:
+        found = low.str.contains_any(needles).fill_null(False)
         if found.any():
             hits["canary"] = int(n.filter(found).sum())
     maybe = uniq.str.contains(_PREFILTER)
@@ -260,25 +276,51 @@ def scan(
         path_values += list(rel.parts[:-1])
         meta = pq.read_schema(f).metadata or {}
         meta_values += [v.decode("utf-8", "replace") for k, v in meta.items() if k not in _OWN_META]
+    # Every (dataset, column)'s distinct values with their row counts, in one frame, so the
+    # canaries' automaton is built and run once for the whole release.
+    pieces: list[pl.DataFrame] = []
+    tags: list[tuple[str, str, str]] = []
     for (area, dataset), paths in sorted(by_dataset.items()):
         lf = pl.scan_parquet(paths, hive_partitioning=False)
         schema = lf.collect_schema()
         cols = [c for c, t in schema.items() if t == pl.String or t == pl.List(pl.String)]
-        if not cols:
-            continue
-        frame = lf.select(cols).collect()
         base = dataset.split("/")[-1]
         for col in cols:
-            values = frame[col]
-            if values.dtype == pl.List(pl.String):
-                values = values.explode()
-            only_pseudo = col in pseudonym_columns.get(base, [])
-            for detector, rows in scan_values(values, canaries, only_pseudo).items():
-                findings.append(Finding(area, dataset, col, detector, rows))
+            expr = pl.col(col).explode() if schema[col] == pl.List(pl.String) else pl.col(col)
+            counts = lf.select(expr.alias("v")).drop_nulls().group_by("v").len(name="n").collect()
+            if not counts.height:
+                continue
+            if col in pseudonym_columns.get(base, []):
+                bad = counts.filter(~pl.col("v").str.contains(PSEUDONYM))
+                if bad.height:
+                    findings.append(Finding(area, dataset, col, "not_a_pseudonym",
+                                            int(bad["n"].sum())))  # fmt: skip
+                continue
+            tags.append((area, dataset, col))
+            pieces.append(counts.with_columns(pl.lit(len(tags) - 1, dtype=pl.Int32).alias("t")))
     for area, values in (("path", path_values), ("metadata", meta_values)):
-        series = pl.Series("v", sorted(set(values)), dtype=pl.String)
-        for detector, rows in scan_values(series, canaries).items():
-            findings.append(Finding(area, "*", "*", detector, rows))
+        if values:
+            tags.append((area, "*", "*"))
+            frame = pl.DataFrame({"v": sorted(set(values))}, schema={"v": pl.String})
+            tag = pl.lit(len(tags) - 1, dtype=pl.Int32).alias("t")
+            pieces.append(frame.with_columns(pl.lit(1, dtype=pl.UInt32).alias("n"), tag))
+    if not pieces:
+        return findings
+    allv = pl.concat(pieces, how="vertical_relaxed")
+    needles = canaries["value"].to_list()
+    hits: dict[tuple[int, str], int] = {}
+    if needles:
+        found = allv.filter(pl.col("v").str.to_lowercase().str.contains_any(needles))
+        for t, n in found.group_by("t").agg(pl.col("n").sum()).iter_rows():
+            hits[(t, "canary")] = int(n)
+    maybe = allv.filter(pl.col("v").str.contains(_PREFILTER))
+    for v, n, t in maybe.iter_rows():
+        for name, test in DETECTORS.items():
+            if test(v):
+                hits[(t, name)] = hits.get((t, name), 0) + int(n)
+    for (t, detector), n in sorted(hits.items()):
+        area, dataset, col = tags[t]
+        findings.append(Finding(area, dataset, col, detector, n))
     return findings
 
 
@@ -351,19 +393,38 @@ def unicity(
     """
     import random
 
-    rows = frame.select(person, *points).drop_nulls().unique()
-    if not rows.height:
+    keyed = (
+        frame.lazy()
+        .select(
+            pl.col(person),
+            pl.concat_str([pl.col(c).cast(pl.String) for c in points], separator="|").alias("__pt"),
+        )
+        .drop_nulls()
+        .unique()
+    )
+    everyone = keyed.select(pl.col(person).unique().sort()).collect()[person]
+    if not everyone.len():
         return {}
-    keyed = rows.select(pl.col(person), pl.concat_str([pl.col(c).cast(pl.String) for c in points],
-                                                      separator="|").alias("__pt"))  # fmt: skip
-    by_point: dict[str, set[str]] = {}
-    by_person: dict[str, list[str]] = {}
-    for u, pt in keyed.iter_rows():
-        by_point.setdefault(pt, set()).add(u)
-        by_person.setdefault(u, []).append(pt)
     rng = random.Random(seed)
-    people = sorted(by_person)
-    chosen = people if len(people) <= sample else rng.sample(people, sample)
+    chosen_list = everyone.to_list()
+    if len(chosen_list) > sample:
+        chosen_list = sorted(rng.sample(chosen_list, sample))
+    # Only the sampled people's points, and everyone who shares one of them, reach Python.
+    mine = keyed.filter(pl.col(person).is_in(pl.Series(chosen_list).implode()))
+    shared = keyed.join(mine.select("__pt").unique(), on="__pt", how="semi").with_columns(
+        pl.col(person).rank("dense").cast(pl.UInt32).alias("__code")  # ints, not strings
+    )
+    by_point = {
+        pt: set(codes)
+        for pt, codes in shared.group_by("__pt").agg(pl.col("__code")).collect().iter_rows()
+    }
+    by_person: dict[int, list[str]] = {}
+    chosen_rows = shared.filter(pl.col(person).is_in(pl.Series(chosen_list).implode()))
+    for code, pt in (
+        chosen_rows.select("__code", "__pt").sort("__code", "__pt").collect().iter_rows()
+    ):
+        by_person.setdefault(code, []).append(pt)
+    chosen = sorted(by_person)
     out = {}
     for p in range(1, p_max + 1):
         eligible = [u for u in chosen if len(by_person[u]) >= p]
@@ -403,7 +464,7 @@ def canaries_from_landing(landing: Path, policy) -> tuple[pl.DataFrame, list[str
             source = open_source(Path(path), family)
             cols = _canary_columns(source.contract, policy.dataset_for(source.contract))
             for batch in source.reader.batches(policy.batch_rows):
-                frames.append(collect_canaries(batch.frame, cols))
+                frames.append(collect_canaries(batch.frame, *cols))
         except (OSError, InputError, ContractError):
             unreadable.append(Path(path).relative_to(landing).as_posix())
     if not frames:

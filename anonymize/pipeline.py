@@ -279,18 +279,22 @@ def process_file(
     return result
 
 
-def _canary_columns(contract: Contract, ds: DatasetPolicy | None) -> list[str]:
-    """The raw header names of a contract's PD string columns, whose values are canaries.
+def _canary_columns(contract: Contract, ds: DatasetPolicy | None) -> tuple[list[str], list[str]]:
+    """Raw header names of the PD columns whose values are canaries: (whole values, embedded).
 
-    Columns turned into URL templates are left out: a template of a path without any
-    identifier in it is the path itself, and would be taken for a leak.
+    Columns turned into URL templates give only the identifiers embedded in them (emails): a
+    template of a path without any identifier in it is the path itself, and would be taken for
+    a leak. Columns marked ``canary: false`` (per-record random tokens) give none.
     """
     templated = {r.column for r in (ds.rules if ds else ()) if r.spec.name == "url_template"}
     pd_cols = {
         c.name for c in contract.columns
-        if c.privacy == "PD" and c.type in ("string", "guid", "ip") and c.name not in templated
+        if c.privacy == "PD" and c.canary and c.type in ("string", "guid", "ip")
     }  # fmt: skip
-    return sorted(h for h, canonical in contract.aliases.items() if canonical in pd_cols)
+    headers = contract.aliases.items()
+    whole = sorted(h for h, c in headers if c in pd_cols and c not in templated)
+    embedded = sorted(h for h, c in headers if c in pd_cols and c in templated)
+    return whole, embedded
 
 
 def _write_canaries(frames: list[pl.DataFrame], staging: Path, file_tag: str) -> None:
@@ -390,7 +394,7 @@ def _stage_side_table(
     try:
         for i, batch in enumerate(prefetch(reader.batches(policy.batch_rows))):
             result.rows_read += batch.rows_read
-            canaries.append(collect_canaries(batch.frame, canary_cols))
+            canaries.append(collect_canaries(batch.frame, *canary_cols))
             typed = type_frame(contract, batch.frame)
             quarantined += _write_quarantine(
                 batch.frame, typed[REASON], batch, qdir / f"{file_tag}-{i:05d}.parquet"
@@ -499,7 +503,7 @@ def _process_batches(
     canaries: list[pl.DataFrame] = []
     for i, batch in enumerate(prefetch(reader.batches(policy.batch_rows))):
         result.rows_read += batch.rows_read
-        canaries.append(collect_canaries(batch.frame, canary_cols))
+        canaries.append(collect_canaries(batch.frame, *canary_cols))
         typed = type_frame(contract, batch.frame).with_columns(
             pl.col(date_col).dt.date().alias("__date"), region.alias("__region")
         )

@@ -351,26 +351,34 @@ def compute_statistic(
     keys = ["date", *(["hour"] if hourly else []), "region", *stat.dims]
     margin_keys = keys[: len(keys) - len(stat.dims)]
     facts_lf, people_lf = stat.build(scan, hourly)
-    people = people_lf.select([*keys, PERSON]).collect()
-    facts = facts_lf.select([*keys, *stat.measures, OWNER]).collect()
+    # Lazy until aggregated (the streaming engine keeps memory bounded on large datasets).
+    people: pl.LazyFrame = people_lf.select([*keys, PERSON])
+    facts: pl.LazyFrame = facts_lf.select([*keys, *stat.measures, OWNER])
     if stat.name == "usage_web":  # visitors: a daily keyed hash, never a lasting identifier
-        people = _visitor_ids(people, PERSON, keyring)
-        facts = _visitor_ids(facts, OWNER, keyring)
+        people = _visitor_ids(people.collect(), PERSON, keyring).lazy()
+        facts = _visitor_ids(facts.collect(), OWNER, keyring).lazy()
     report = StatReport()
     dp_on = release.dp.enabled
     if dp_on:
         # Contribution bounding: the rows charged to a person, the cells a person is counted in,
         # and the minutes of each row.
-        facts = _bound(facts, OWNER, keys, release.dp.max_rows_per_person)
-        people = _bound(people.unique(), PERSON, keys, release.dp.max_rows_per_person)
+        bound = release.dp.max_rows_per_person
+        facts = _bound(facts.collect(), OWNER, keys, bound).lazy()
+        people = _bound(people.unique().collect(), PERSON, keys, bound).lazy()
         if "minutes" in stat.measures:
             facts = facts.with_columns(pl.col("minutes").clip(0, release.dp.max_minutes))
-    cells = facts.drop(OWNER).group_by(keys).agg(
-        [pl.col(m).sum() for m in stat.measures]
-    ).join(
-        people.group_by(keys).agg(pl.col(PERSON).n_unique().alias("people")),
-        on=keys, how="left", nulls_equal=True,
-    ).with_columns(pl.col("people").fill_null(0)).sort(keys)  # fmt: skip
+    cells = (
+        facts.drop(OWNER)
+        .group_by(keys)
+        .agg([pl.col(m).sum() for m in stat.measures])
+        .join(
+            people.group_by(keys).agg(pl.col(PERSON).n_unique().alias("people")),
+            on=keys, how="left", nulls_equal=True,
+        )
+        .with_columns(pl.col("people").fill_null(0))
+        .sort(keys)
+        .collect(engine="streaming")
+    )  # fmt: skip
     report.cells = cells.height
     if dp_on:
         n_measures = len(stat.measures) + 1
@@ -409,15 +417,17 @@ def compute_statistic(
             *[pl.col(m).sum() for m in stat.measures], pl.len().alias("covers")
         )
     else:
-        published_people = people.join(
-            published.select(keys), on=keys, how="semi", nulls_equal=True
+        published_people = (
+            people.join(published.select(keys).lazy(), on=keys, how="semi", nulls_equal=True)
+            .group_by(margin_keys)
+            .agg(pl.col(PERSON).n_unique().alias("people"))
+            .collect(engine="streaming")
         )
-        margins = published.group_by(margin_keys).agg(
-            *[pl.col(m).sum() for m in stat.measures], pl.len().alias("covers")
-        ).join(
-            published_people.group_by(margin_keys).agg(pl.col(PERSON).n_unique().alias("people")),
-            on=margin_keys, how="left",
-        )  # fmt: skip
+        margins = (
+            published.group_by(margin_keys)
+            .agg(*[pl.col(m).sum() for m in stat.measures], pl.len().alias("covers"))
+            .join(published_people, on=margin_keys, how="left")
+        )
     margins = margins.sort(margin_keys)
     if "minutes" in stat.measures:
         published = published.with_columns(pl.col("minutes").round(1))

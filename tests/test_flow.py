@@ -167,6 +167,12 @@ def test_full_run_publishes_and_an_empty_landing_publishes_nothing(
         "usage_sessions", "usage_meetings", "usage_conference_joins", "usage_web"
     }  # fmt: skip
     assert all("lookup_path" not in i for i in manifest["inputs"])  # no staging paths
+    assert manifest["gate"]["verdict"] == "pass"
+    assert manifest["gate"]["canaries"] > 1000
+    assert "privacy gate: pass" in result.output
+    run_id = manifest["run_id"]
+    assert (out / "_manifests" / f"{run_id}.html").read_text().count("<svg") >= 3
+    assert "Privacy gate: **pass**" in (out / "_manifests" / f"{run_id}.md").read_text()
 
     empty = tmp_path / "empty"
     (empty / "lync").mkdir(parents=True)
