@@ -278,26 +278,35 @@ def scan(
         meta_values += [v.decode("utf-8", "replace") for k, v in meta.items() if k not in _OWN_META]
     # Every (dataset, column)'s distinct values with their row counts, in one frame, so the
     # canaries' automaton is built and run once for the whole release.
-    pieces: list[pl.DataFrame] = []
     tags: list[tuple[str, str, str]] = []
+    queries: list[pl.LazyFrame] = []
+    pseudo_queries: list[tuple[str, str, list[str], pl.LazyFrame]] = []
     for (area, dataset), paths in sorted(by_dataset.items()):
         lf = pl.scan_parquet(paths, hive_partitioning=False)
         schema = lf.collect_schema()
         cols = [c for c, t in schema.items() if t == pl.String or t == pl.List(pl.String)]
         base = dataset.split("/")[-1]
+        pcols = [c for c in cols if c in pseudonym_columns.get(base, [])]
+        if pcols:  # one pass: rows of each pseudonym column that are not pseudonyms
+            bad = [(~pl.col(c).str.contains(PSEUDONYM)).sum().alias(c) for c in pcols]
+            pseudo_queries.append((area, dataset, pcols, lf.select(bad)))
         for col in cols:
+            if col in pcols:
+                continue
             expr = pl.col(col).explode() if schema[col] == pl.List(pl.String) else pl.col(col)
-            counts = lf.select(expr.alias("v")).drop_nulls().group_by("v").len(name="n").collect()
-            if not counts.height:
-                continue
-            if col in pseudonym_columns.get(base, []):
-                bad = counts.filter(~pl.col("v").str.contains(PSEUDONYM))
-                if bad.height:
-                    findings.append(Finding(area, dataset, col, "not_a_pseudonym",
-                                            int(bad["n"].sum())))  # fmt: skip
-                continue
             tags.append((area, dataset, col))
-            pieces.append(counts.with_columns(pl.lit(len(tags) - 1, dtype=pl.Int32).alias("t")))
+            tag = pl.lit(len(tags) - 1, dtype=pl.Int32).alias("t")
+            queries.append(
+                lf.select(expr.alias("v")).drop_nulls().group_by("v").len(name="n")
+                .with_columns(tag)
+            )  # fmt: skip
+    # Every query at once: polars runs them in parallel, each file read once per query.
+    results = pl.collect_all([q for *_, q in pseudo_queries] + queries)
+    for (area, dataset, pcols, _), counts in zip(pseudo_queries, results, strict=False):
+        for col in pcols:
+            if counts[col][0]:
+                findings.append(Finding(area, dataset, col, "not_a_pseudonym", int(counts[col][0])))
+    pieces = [r for r in results[len(pseudo_queries) :] if r.height]
     for area, values in (("path", path_values), ("metadata", meta_values)):
         if values:
             tags.append((area, "*", "*"))
@@ -347,11 +356,32 @@ def run_gate(staging: Path, policy) -> dict:
             person = next((c for c in ("from_user", "user", "organizer") if c in cols), cols[0])
             curve = unicity(frame, person, [c for c in (time_col, "region") if c])
             worst = max(curve.values(), default=0.0)
-            checks.append({"release": name, "dataset": dataset, "unicity": curve,
-                           "max_unicity": spec.max_unicity})  # fmt: skip
+            # k-anonymity over the quasi-identifiers: time, region and every categorical column.
+            qis = [c for c, t in frame.schema.items()
+                   if c not in cols and (t in (pl.String, pl.Boolean) or c == time_col
+                                         or c == "region")]  # fmt: skip
+            sizes = frame.group_by(qis).len()
+            unsafe = int(sizes.filter(pl.col("len") < spec.k)["len"].sum())
+            share = round(unsafe / frame.height, 4) if frame.height else 0.0
+            checks.append({
+                "release": name, "dataset": dataset, "unicity": curve,
+                "max_unicity": spec.max_unicity, "quasi_identifiers": qis,
+                "share_below_k": share, "max_share_below_k": spec.max_share_below_k,
+            })  # fmt: skip
             if worst > spec.max_unicity:
                 findings.append(Finding("shareable", f"{name}/{dataset}", person, "unicity",
                                         frame.height))  # fmt: skip
+            if share > spec.max_share_below_k:
+                findings.append(Finding("shareable", f"{name}/{dataset}", "*", "k_anonymity",
+                                        unsafe))  # fmt: skip
+        # Every published statistic cell has at least k people (re-checked on the files).
+        for stat in spec.statistics:
+            files = sorted((Path(staging) / "shareable" / name / stat).rglob("*.parquet"))
+            if files:
+                small = pl.scan_parquet(files).filter(pl.col("people") < spec.k).select(pl.len())
+                n = small.collect().item()
+                if n:
+                    findings.append(Finding("shareable", f"{name}/{stat}", "people", "below_k", n))
     # For the report: why restricted events are not shareable as they are.
     sessions = sorted((Path(staging) / "restricted" / "lync_sessions").rglob("*.parquet"))
     curve: dict[int, float] = {}

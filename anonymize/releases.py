@@ -79,6 +79,9 @@ class ReleaseSpec(BaseModel):
     # The gate refuses the release when more than this share of the people of an event dataset
     # are singled out by up to 4 of their own points (hour and region).
     max_unicity: float = Field(default=0.5, ge=0, le=1)
+    # ... and when more than this share of its records sit in groups of fewer than k records
+    # with the same quasi-identifiers (time, region, the categorical columns).
+    max_share_below_k: float = Field(default=0.05, ge=0, le=1)
 
 
 # --- statistics -------------------------------------------------------------------------------

@@ -145,9 +145,29 @@ def test_a_release_whose_events_single_people_out_is_refused(tmp_path, dev_keyri
     assert published == []
     gate = report["gate"]
     assert gate["verdict"] == "refused"
-    assert [f["detector"] for f in gate["findings"]] == ["unicity"]
-    curve = gate["unicity_checks"][0]["unicity"]
-    assert max(curve.values()) > 0.05
+    assert sorted(f["detector"] for f in gate["findings"]) == ["k_anonymity", "unicity"]
+    check = gate["unicity_checks"][0]
+    assert max(check["unicity"].values()) > 0.05
+    assert check["share_below_k"] > 0.05  # hour x region x client ... is too fine for k=10
+    assert "session_hour" in check["quasi_identifiers"]
+
+
+def test_a_statistic_cell_below_k_is_a_finding(clean_run, policy, tmp_path):
+    from anonymize.gate import run_gate
+
+    root, _, _ = clean_run
+    staging = tmp_path / "staging"
+    shutil.copytree(root / "out" / "shareable", staging / "shareable")
+    victim = next((staging / "shareable" / "partner" / "usage_sessions").rglob("*.parquet"))
+    frame = pl.read_parquet(victim)
+    frame.with_columns(pl.lit(3, dtype=frame.schema["people"]).alias("people")).write_parquet(
+        victim
+    )
+    gate = run_gate(staging, policy)
+    assert gate["verdict"] == "refused"
+    assert {(f["dataset"], f["detector"]) for f in gate["findings"]} == {
+        ("partner/usage_sessions", "below_k")
+    }
 
 
 def test_cdranon_scan_audits_an_output_after_the_fact(clean_run, tmp_path):
