@@ -382,8 +382,10 @@ def run_gate(staging: Path, policy) -> dict:
                 n = small.collect().item()
                 if n:
                     findings.append(Finding("shareable", f"{name}/{stat}", "people", "below_k", n))
-    # For the report: why restricted events are not shareable as they are.
-    sessions = sorted((Path(staging) / "restricted" / "lync_sessions").rglob("*.parquet"))
+    # For the report: why restricted events are not shareable as they are (on the latest day
+    # of sessions, which bounds the cost whatever the size of the run).
+    days = sorted((Path(staging) / "restricted" / "lync_sessions").glob("date=*"))
+    sessions = sorted(days[-1].rglob("*.parquet")) if days else []
     curve: dict[int, float] = {}
     if sessions:
         frame = (
@@ -427,7 +429,7 @@ def unicity(
         frame.lazy()
         .select(
             pl.col(person),
-            pl.concat_str([pl.col(c).cast(pl.String) for c in points], separator="|").alias("__pt"),
+            pl.struct([pl.col(c) for c in points]).hash(11).alias("__pt"),
         )
         .drop_nulls()
         .unique()
@@ -448,7 +450,7 @@ def unicity(
         pt: set(codes)
         for pt, codes in shared.group_by("__pt").agg(pl.col("__code")).collect().iter_rows()
     }
-    by_person: dict[int, list[str]] = {}
+    by_person: dict[int, list[int]] = {}
     chosen_rows = shared.filter(pl.col(person).is_in(pl.Series(chosen_list).implode()))
     for code, pt in (
         chosen_rows.select("__code", "__pt").sort("__code", "__pt").collect().iter_rows()

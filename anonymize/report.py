@@ -69,7 +69,7 @@ def render_markdown(manifest: dict) -> str:
         lines.append("")
     curve = manifest.get("unicity", {})
     if curve:
-        lines += ["## Unicity of the restricted sessions", ""]
+        lines += ["## Unicity of the restricted sessions (latest day)", ""]
         lines += _markdown_table(
             ["points", "share of people singled out"], [[p, v] for p, v in curve.items()]
         )
@@ -140,7 +140,7 @@ def _charts(manifest: dict) -> list[tuple[str, str]]:
         ax.set_xlabel("points known (hour and region of a session)")
         ax.set_ylabel("share of people singled out")
         ax.set_ylim(0, 1)
-        charts.append(("Unicity curve", _svg(fig)))
+        charts.append(("Unicity curve (restricted sessions, latest day)", _svg(fig)))
         plt.close(fig)
     return charts
 

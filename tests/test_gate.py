@@ -211,7 +211,8 @@ def test_the_html_report_renders_in_a_headless_browser(clean_run, tmp_path):
                          timeout=120, check=True).stdout  # fmt: skip
     assert "Privacy gate: <b>pass</b>" in dom
     for title in ("Volumes per source and day", "Quarantined rows by reason",
-                  "Published and suppressed cells", "Unicity curve"):  # fmt: skip
+                  "Published and suppressed cells",
+                  "Unicity curve (restricted sessions, latest day)"):  # fmt: skip
         assert f"<h2>{title}</h2>" in dom
     assert dom.count("<svg") >= 4
     shot = tmp_path / "shot.png"
