@@ -10,6 +10,7 @@ from typer.testing import CliRunner
 
 from anonymize.cli import EXIT_NOT_PUBLISHED, app
 from anonymize.contracts import load_contract
+from anonymize.policy import DEFAULT_POLICY
 from anonymize.synth_sources import generate_all
 from flows.nightly import RunParams, cdranon_run
 from tests.conftest import SAMPLE
@@ -183,3 +184,26 @@ def test_full_run_publishes_and_an_empty_landing_publishes_nothing(
     assert "nothing was published" in result.output
     assert not list((tmp_path / "o2").rglob("*.parquet"))
     assert list((tmp_path / "o2" / "_manifests").glob("*.json"))  # the manifest says what happened
+
+
+def test_a_leaky_policy_is_refused_by_the_gate_and_the_cli_says_why(
+    prefect_harness, sample_landing, tmp_path
+):
+    text = DEFAULT_POLICY.read_text()
+    rule = "cs-uri-query: {op: url_template, part: query, allow_query: [lang"
+    leaky = tmp_path / "leaky.yaml"
+    leaky.write_text(text.replace(rule, rule.replace("[lang", "[sipuri, lang")))
+    out = tmp_path / "out"
+    args = ["run", "--landing", str(sample_landing), "--out", str(out), "--dev-key"]
+    result = runner.invoke(app, [*args, "--policy", str(leaky)])
+    assert result.exit_code == EXIT_NOT_PUBLISHED
+    assert "privacy gate" in result.output
+    assert "web_requests.query: email" in result.output
+    assert not (out / "restricted").exists()
+    assert not (out / "shareable").exists()
+    manifest = json.loads(next((out / "_manifests").glob("*.json")).read_text())
+    assert manifest["status"] == "refused_by_gate"
+    assert manifest["gate"]["verdict"] == "refused"
+    page = next((out / "_manifests").glob("*.html")).read_text()
+    assert "<table id='findings'>" in page
+    assert not (out / "_staging").exists()  # canaries went with the staging area
