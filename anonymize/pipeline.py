@@ -673,6 +673,21 @@ def run_local(
     the policy's releases to publish (all by default). The flow in ``flows/nightly.py`` does the
     same with one Prefect task per file, a manifest and a report.
     """
+    from anonymize.publish import RunLock
+
+    with RunLock(out, run_id):
+        return _run_local(landing, out, policy, keyring, run_id, releases, report)
+
+
+def _run_local(
+    landing: Path,
+    out: Path,
+    policy: Policy,
+    keyring: KeyRing,
+    run_id: str,
+    releases: list[str] | None,
+    report: dict | None,
+) -> tuple[list[FileResult], list[str]]:
     from anonymize.publish import QUARANTINE, STAGING, discover, publish_partitions
 
     landing, out = Path(landing), Path(out)

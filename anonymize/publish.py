@@ -5,7 +5,9 @@ Layout under the output root::
     restricted/<dataset>/date=YYYY-MM-DD/region=R/part-*.parquet   published datasets
     _staging/<run-id>/...                                          this run's outputs, unswapped
     _quarantine/<run-id>/<dataset>/*.parquet                       rejected raw rows (restricted)
+    shareable/<release>/<dataset>/date=.../region=.../*.parquet    what a recipient receives
     _manifests/<run-id>.json                                       what was done
+    _lock                                                          the run that owns the root
 
 Staging sits outside every dataset root, so no reader (polars and DuckDB globs included) sees a
 half-written run. Each staged partition replaces its live twin by two renames on one filesystem.
@@ -27,6 +29,100 @@ STAGING = "_staging"
 TRASH = "_trash"
 QUARANTINE = "_quarantine"
 MANIFESTS = "_manifests"
+LOCK = "_lock"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def recover(out: Path) -> list[str]:
+    """Finish what a crashed run left: restore partitions it moved to ``_trash`` but did not
+    replace, drop the trash of swaps that completed, and remove its staging area.
+
+    Only call it while holding the lock (no other run can be publishing). Returns the partitions
+    restored.
+    """
+    out = Path(out)
+    restored = []
+    for run in sorted((out / TRASH).glob("*")):
+        for part in sorted(run.glob("**/date=*/region=*")):
+            live = out / part.relative_to(run)
+            if not live.exists():  # the crash fell between the two renames: put it back
+                live.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(part, live)
+                restored.append(live.relative_to(out).as_posix())
+        shutil.rmtree(run, ignore_errors=True)
+    shutil.rmtree(out / STAGING, ignore_errors=True)
+    return restored
+
+
+class RunLock:
+    """Exclusive ownership of an output root by one run: ``<out>/_lock`` (host, pid, run id).
+
+    Created atomically (``O_EXCL``). A lock left by a process that no longer exists on this host
+    is stale: the next run takes it over and first recovers what the crashed run left
+    (``recover``). A live owner makes ``acquire`` raise PublishError naming its run id.
+
+    >>> import tempfile
+    >>> root = Path(tempfile.mkdtemp())
+    >>> with RunLock(root, "run-a"):
+    ...     (root / LOCK).exists()
+    True
+    >>> (root / LOCK).exists()
+    False
+    """
+
+    def __init__(self, out: Path, run_id: str) -> None:
+        self.path = Path(out) / LOCK
+        self.run_id = run_id
+        self.recovered: list[str] = []
+
+    def acquire(self) -> RunLock:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        body = json.dumps({"host": os.uname().nodename, "pid": os.getpid(), "run_id": self.run_id})
+        for _ in range(2):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                try:
+                    owner = json.loads(self.path.read_text())
+                except (OSError, ValueError):
+                    owner = {}
+                same_host = owner.get("host") == os.uname().nodename
+                if same_host and isinstance(owner.get("pid"), int) and not _alive(owner["pid"]):
+                    self.path.unlink(missing_ok=True)  # stale: its process is gone
+                    continue
+                raise PublishError(
+                    f"the output root is in use by run {owner.get('run_id', 'unknown')} "
+                    f"(pid {owner.get('pid', '?')} on {owner.get('host', '?')}); wait for it, or "
+                    f"remove {self.path} if that run is known to be dead"
+                ) from None
+            with os.fdopen(fd, "w") as fh:
+                fh.write(body)
+            self.recovered = recover(self.path.parent)
+            return self
+        raise PublishError(f"could not take the lock {self.path}")
+
+    def release(self) -> None:
+        try:
+            owner = json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            return
+        if owner.get("run_id") == self.run_id:
+            self.path.unlink(missing_ok=True)
+
+    def __enter__(self) -> RunLock:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
 
 
 def new_run_id(now: datetime | None = None) -> str:

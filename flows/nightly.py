@@ -37,6 +37,7 @@ from anonymize.policy import DEFAULT_POLICY, Policy, load_policy
 from anonymize.publish import (
     QUARANTINE,
     STAGING,
+    RunLock,
     build_manifest,
     discover,
     new_run_id,
@@ -210,7 +211,13 @@ def cdranon_run(params: RunParams) -> dict:
     releases: dict[str, dict] = {}
     gate: dict = {"verdict": "not_run", "findings": []}
     status, reason = "failed", None
+    lock = RunLock(params.out, run_id)
     try:
+        # One run at a time per output root; a lock left by a dead run is taken over, and what
+        # that run left half-published is put back first.
+        lock.acquire()
+        if lock.recovered:
+            log.warning("restored %d partition(s) left by an interrupted run", len(lock.recovered))
         planned = discover_task(params)
         # Higher-priority kinds first: join sources (Users, Connect users), then exports whose
         # session keys filter duplicates in the next group.
@@ -283,6 +290,7 @@ def cdranon_run(params: RunParams) -> dict:
         shutil.rmtree(params.out / STAGING / run_id, ignore_errors=True)
         with contextlib.suppress(OSError):
             (params.out / STAGING).rmdir()  # only when no other run is staging
+        lock.release()
         try:
             create_markdown_artifact(
                 markdown=report_md,

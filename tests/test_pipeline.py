@@ -13,8 +13,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from anonymize.identifiers import normalize_identifier, pseudonym
-from anonymize.pipeline import process_file
+from anonymize.pipeline import process_file, run_local
 from anonymize.publish import publish_partitions
+from tests.conftest import SAMPLE
 
 GOLDEN = Path(__file__).parent / "golden"
 
@@ -333,3 +334,43 @@ def test_a_quoted_value_longer_than_a_chunk(tmp_path):
     df = pl.concat(b.frame for b in CsvFile.open(path).batches(10, chunk_bytes=64))
     assert df["A"].to_list() == ["1", "2"]
     assert df["B"][0] == long
+
+
+def test_one_run_at_a_time_and_a_dead_runs_lock_is_recovered(tmp_path, policy, dev_keyring):
+    import json
+    import os
+    import shutil
+
+    from anonymize.errors import PublishError
+    from anonymize.publish import LOCK, STAGING, TRASH, RunLock
+
+    landing = tmp_path / "landing"
+    shutil.copytree(SAMPLE / "lync", landing / "lync")
+    out = tmp_path / "out"
+    run_local(landing, out, policy=policy, keyring=dev_keyring, run_id="r1")
+    part = next((out / "restricted" / "lync_sessions").glob("date=*/region=*"))
+    before = sorted(p.read_bytes() for p in part.glob("*.parquet"))
+
+    # A live owner: refused, naming its run.
+    with RunLock(out, "other"), pytest.raises(PublishError, match="in use by run other"):
+        run_local(landing, out, policy=policy, keyring=dev_keyring, run_id="r2")
+
+    # A run killed between the two renames of a swap: its partition sits in the trash only,
+    # its staging and a lock of a process that no longer exists are left behind.
+    rel = part.relative_to(out)
+    (out / TRASH / "dead" / rel).parent.mkdir(parents=True)
+    os.replace(part, out / TRASH / "dead" / rel)
+    (out / STAGING / "dead" / "x").mkdir(parents=True)
+    dead_pid = 2**22 + 12345  # above pid_max here: no such process
+    (out / LOCK).write_text(json.dumps({"host": os.uname().nodename, "pid": dead_pid,
+                                        "run_id": "dead"}))  # fmt: skip
+    with RunLock(out, "r3") as lock:
+        assert lock.recovered == [rel.as_posix()]
+        assert sorted(p.read_bytes() for p in part.glob("*.parquet")) == before
+        assert not (out / TRASH / "dead").exists()
+        assert not (out / STAGING).exists()
+    assert not (out / LOCK).exists()
+    # And the next run completes.
+    results, published = run_local(landing, out, policy=policy, keyring=dev_keyring, run_id="r4")
+    assert published
+    assert all(r.status == "processed" for r in results)
