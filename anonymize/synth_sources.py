@@ -450,7 +450,7 @@ def generate_lync_more(
                 for j, p in enumerate(crowd):
                     join = t0 + timedelta(seconds=int(rng.integers(0, 240)))
                     leave = join + length * float(rng.uniform(0.3, 1.0))
-                    for seq, (uri, kind) in enumerate(((focus_uri, "focus"), (mcu_uri, "mcu"))):
+                    for seq, kind in enumerate(("focus", "mcu")):
                         conf_sessions.append({
                             "SessionIdTime": join + timedelta(milliseconds=seq * 7 + j),
                             "SessionIdSeq": 1, "ConferenceUri": focus_uri,
@@ -467,7 +467,6 @@ def generate_lync_more(
                             "InviteTime": join, "ResponseTime": join + timedelta(milliseconds=420),
                             "EndTime": leave, "UserFlag": 0, "CallFlag": 0,
                         })  # fmt: skip
-                        del uri
                     focus.setdefault(region, []).append({
                         "SessionIdTime": t0, "SessionIdSeq": 1, "UserId": user_ids[p.sip],
                         "FocusUserInstance": 1, "IsUserInternal": True,
