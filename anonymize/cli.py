@@ -6,10 +6,12 @@ with a one-line reason on stderr. Prefect is imported only by ``run``.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -17,6 +19,9 @@ from rich.table import Table
 
 from anonymize import __version__
 from anonymize.errors import CdranonError
+
+if TYPE_CHECKING:
+    from flows.nightly import RunParams
 
 app = typer.Typer(
     name="cdranon",
@@ -38,6 +43,31 @@ def _fail(code: int, message: str) -> None:
     raise typer.Exit(code)
 
 
+def _params(**kwargs: object) -> RunParams:
+    """Build and check the run parameters; refuse (exit 2) before anything starts."""
+    from pydantic import ValidationError
+
+    from anonymize.policy import DEFAULT_POLICY, load_policy
+
+    try:
+        loaded = load_policy(kwargs.get("policy") or DEFAULT_POLICY)
+        from flows.nightly import RunParams, load_keyring
+
+        try:
+            params = RunParams(**kwargs)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()
+            )
+            raise CdranonError(f"bad parameter: {problems}") from None
+        params.check(loaded)
+        # Refuse before starting Prefect or writing anything when there is no usable key.
+        load_keyring(params, loaded)
+    except CdranonError as exc:
+        _fail(EXIT_REFUSED_TO_START, str(exc))
+    return params
+
+
 @app.command()
 def run(
     landing: Annotated[Path, typer.Option(help="The landing zone (lync/, connect/, weblogs/).")],
@@ -55,46 +85,110 @@ def run(
         str | None,
         typer.Option(help="Publish only this release of the policy (default: all of them)."),
     ] = None,
+    source: Annotated[
+        list[str] | None,
+        typer.Option(help="Take new files of this family only (lync, connect, weblogs); repeat."),
+    ] = None,
+    region: Annotated[
+        list[str] | None,
+        typer.Option(help="Publish partitions of this region only (AMER, EMEA, APAC); repeat."),
+    ] = None,
+    date_from: Annotated[
+        str | None, typer.Option("--from", help="First day (YYYY-MM-DD) the run may publish.")
+    ] = None,
+    date_to: Annotated[
+        str | None, typer.Option("--to", help="Last day (YYYY-MM-DD) the run may publish.")
+    ] = None,
+    reprocess: Annotated[
+        bool,
+        typer.Option(
+            "--reprocess",
+            help="Rebuild every partition in the scope (--from/--to, --region) from the files "
+            "in the landing zone, not only what is new.",
+        ),
+    ] = False,
+    dask_address: Annotated[
+        str | None,
+        typer.Option(
+            help="Run the tasks on this Dask scheduler (tcp://host:8786); default: local "
+            "threads, or $CDRANON_DASK_ADDRESS."
+        ),
+    ] = None,
 ) -> None:
-    """Run the flow over a landing zone and publish the outputs that pass."""
-    from anonymize.policy import DEFAULT_POLICY, load_policy
+    """Run the flow over a landing zone and publish what is new and passes the privacy gate.
 
+    Exit 0: published, or nothing new since the last run; 1: nothing published (the reason is
+    printed); 2: refused to start (bad parameter, policy or key); 3: --strict and a file was
+    refused.
+    """
     # The embedded server has no network to report telemetry to; say so instead of failing at it.
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    params = _params(
+        landing=landing.resolve(),
+        out=out.resolve(),
+        policy=policy,
+        dev_key=dev_key,
+        release=release,
+        sources=source or None,
+        regions=[r.upper() for r in region] if region else None,
+        date_from=date_from,
+        date_to=date_to,
+        reprocess=reprocess,
+    )
+    from flows.nightly import flow_for
 
     try:
-        loaded = load_policy(policy or DEFAULT_POLICY)
-        from flows.nightly import RunParams, cdranon_run, load_keyring
-
-        params = RunParams(
-            landing=landing.resolve(),
-            out=out.resolve(),
-            policy=policy,
-            dev_key=dev_key,
-            release=release,
-        )
-        if release is not None and release not in loaded.releases:
-            known = ", ".join(sorted(loaded.releases)) or "none"
-            raise CdranonError(f"the policy has no release {release!r} (it has: {known})")
-        # Refuse before starting Prefect or writing anything when there is no usable key.
-        load_keyring(params, loaded)
-    except CdranonError as exc:
-        _fail(EXIT_REFUSED_TO_START, str(exc))
-    if not landing.is_dir():
-        _fail(EXIT_REFUSED_TO_START, f"the landing zone {landing} is not a folder")
-
-    try:
-        summary = cdranon_run(params)
+        with _progress_bar():
+            summary = flow_for(dask_address)(params)
     except CdranonError as exc:
         _fail(EXIT_NOT_PUBLISHED, f"nothing was published: {str(exc).splitlines()[0]}")
     except Exception as exc:
         _fail(EXIT_NOT_PUBLISHED, f"nothing was published: the run failed ({type(exc).__name__})")
 
     _print_summary(summary)
-    if summary["status"] != "published":
+    if summary["status"] not in ("published", "up_to_date"):
         _fail(EXIT_NOT_PUBLISHED, f"nothing was published: {summary['reason']}")
     if strict and summary["refused"]:
         _fail(EXIT_STRICT, f"{len(summary['refused'])} input file(s) were refused (--strict)")
+
+
+@contextlib.contextmanager
+def _progress_bar() -> Iterator[None]:
+    """A rich progress bar on a terminal, fed by the flow's progress reports (counts only)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from flows.nightly import Progress as RunProgress
+
+    if not err_console.is_terminal:
+        yield
+        return
+    bar = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        console=err_console,
+        transient=True,
+    )
+    task = bar.add_task("reading input files", total=None)
+    labels = {
+        "release": "computing releases",
+        "gate": "privacy gate",
+        "publish": "publishing",
+        "done": "done",
+    }
+
+    def listener(stage: str, done: int, total: int) -> None:
+        if stage == "read":
+            bar.update(task, completed=done, total=total)
+        else:
+            bar.update(task, description=labels[stage])
+
+    RunProgress.listeners.append(listener)
+    try:
+        with bar:
+            yield
+    finally:
+        RunProgress.listeners.remove(listener)
 
 
 def _print_summary(summary: dict) -> None:
@@ -137,6 +231,15 @@ def _print_summary(summary: dict) -> None:
             )  # fmt: skip
     elif gate:
         out_console.print(f"privacy gate: {gate.get('verdict')}", highlight=False)
+    inc = summary.get("incremental", {})
+    if inc:
+        out_console.print(
+            f"{inc['files_unchanged']} file(s) unchanged since the last run, "
+            f"{len(inc['partitions_rebuilt'])} day/region partition(s) rebuilt",
+            highlight=False,
+        )
+    if summary["status"] == "up_to_date":
+        out_console.print(f"nothing to do: {summary['reason']}", highlight=False)
     out_console.print(f"manifest: {summary['manifest']}", highlight=False, soft_wrap=True)
     if summary.get("report"):
         out_console.print(f"report:   {summary['report']}", highlight=False, soft_wrap=True)

@@ -46,3 +46,28 @@ class PublishError(CdranonError):
 
 class LeakDetected(CdranonError):
     """The privacy gate found Personal Data in an output; nothing was published."""
+
+
+# Read failures worth retrying: the storage may answer on the next attempt (a network share, a
+# timeout). A missing file, a permission problem or a corrupt archive will not change.
+TRANSIENT_IO = ("OSError", "TimeoutError", "BlockingIOError", "InterruptedError",
+                "ConnectionError", "ConnectionResetError", "BrokenPipeError")  # fmt: skip
+
+
+def transient_read_failure(reason: str | None) -> bool:
+    """Whether a file was refused for an I/O failure that a retry may cure.
+
+    >>> transient_read_failure("cannot read the file (TimeoutError)")
+    True
+    >>> transient_read_failure("cannot read the file (BadGzipFile)")
+    False
+    """
+    return (
+        any(reason == f"cannot read the file ({name})" for name in TRANSIENT_IO)
+        if reason
+        else False
+    )
+
+
+class TransientReadError(InputError):
+    """A read failed in a way a retry may cure (see ``transient_read_failure``)."""

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import shutil
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from anonymize.contracts import Contract, load_output_schema
 from anonymize.errors import ContractError, InputError
 from anonymize.gate import CANARIES, collect_canaries, run_gate
 from anonymize.keys import KeyRing
+from anonymize.ledger import IncrementalBatch, Ledger, Scope
 from anonymize.operators import (
     REGISTRY,
     OpContext,
@@ -577,6 +579,8 @@ class PlannedFile:
     priority: int
     sha256: str | None = None
     duplicate_of: str | None = None  # an earlier file of the batch with the same bytes
+    # A join source or companion: publishes nothing itself, read by the files after it.
+    side: bool = False
 
 
 def plan_inputs(files: list[tuple[str, str]], policy: Policy) -> list[PlannedFile]:
@@ -592,20 +596,23 @@ def plan_inputs(files: list[tuple[str, str]], policy: Policy) -> list[PlannedFil
     for path, family in sorted(files):
         contract = dataset = sha = duplicate_of = None
         priority = 0
-        join_source = False
+        join_source = side = False
         try:
             sha = file_sha256(Path(path))
             c = open_source(Path(path), family).contract
             ds = policy.dataset_for(c)
             contract, dataset, priority = c.name, ds.name if ds else None, c.priority
             join_source = c.lookup is not None
+            side = join_source or c.merge_into is not None
         except (OSError, InputError, ContractError):
             pass
         # A join source publishes nothing: the same Users export in two folders serves both.
         if sha is not None and not join_source:
             duplicate_of = seen.setdefault(sha, path)
             duplicate_of = None if duplicate_of == path else duplicate_of
-        planned.append(PlannedFile(path, family, contract, dataset, priority, sha, duplicate_of))
+        planned.append(
+            PlannedFile(path, family, contract, dataset, priority, sha, duplicate_of, side)
+        )
     return sorted(planned, key=lambda p: (-p.priority, p.path))
 
 
@@ -655,6 +662,63 @@ def stage_releases(
     }
 
 
+GroupFn = Callable[[list[PlannedFile], dict[str, list[str]], dict[str, list[str]]], list[dict]]
+
+
+class GroupRunner:
+    """Reads planned files one priority group at a time through ``run_group``.
+
+    ``run_group(files, skip_keys, lookups)`` processes the files of one group (in this process,
+    on threads or on a Dask cluster) and returns their ``FileResult.to_dict()``; the runner
+    carries, from group to group, the session keys (by dataset) and join-source tables (by
+    contract) that the files staged, as paths.
+    """
+
+    def __init__(self, run_group: GroupFn) -> None:
+        self.run_group = run_group
+        self.keys: dict[str, list[str]] = {}
+        self.lookups: dict[str, list[str]] = {}
+
+    def run(self, files: list[PlannedFile]) -> list[dict]:
+        results: list[dict] = []
+        for group in priority_groups(files):
+            done = self.run_group(
+                group,
+                {k: list(v) for k, v in self.keys.items()},
+                {k: list(v) for k, v in self.lookups.items()},
+            )
+            for r in done:
+                if r["keys_path"] and r["dataset"]:
+                    self.keys.setdefault(r["dataset"], []).append(r["keys_path"])
+                if r["lookup_path"] and r["contract"]:
+                    self.lookups.setdefault(r["contract"], []).append(r["lookup_path"])
+            results += done
+        return results
+
+
+def read_batch(batch: IncrementalBatch, run_group: GroupFn, staging: Path, quarantine: Path):
+    """Read what ``batch`` says the run needs into ``staging``; return the file results.
+
+    First the side files and the pending files, then the earlier files of the partitions those
+    touched (all again from scratch when an earlier file outranks a new one), then staged
+    partitions outside the affected set are dropped. No file: the run is up to date.
+    """
+    first = batch.first_files()
+    if not first:
+        return []
+    runner = GroupRunner(run_group)
+    results = runner.run(first)
+    second, restart = batch.second_files(results)
+    if restart:
+        shutil.rmtree(staging, ignore_errors=True)
+        shutil.rmtree(quarantine, ignore_errors=True)
+        results = GroupRunner(run_group).run(first + second)
+    elif second:
+        results += runner.run(second)
+    batch.prune(staging)
+    return results
+
+
 def run_local(
     landing: Path,
     out: Path,
@@ -664,19 +728,26 @@ def run_local(
     run_id: str,
     releases: list[str] | None = None,
     report: dict | None = None,
+    scope: Scope | None = None,
+    reprocess: bool = False,
+    sources: frozenset[str] | None = None,
 ) -> tuple[list[FileResult], list[str]]:
     """Process a landing zone in this process, without Prefect, and publish; for tests and tools.
 
-    Returns the file results and the published partitions (none when the privacy gate refuses
-    the release); ``report``, when given, receives the releases' manifest entries under
-    ``"releases"`` and the gate's verdict and findings under ``"gate"``. ``releases`` selects
-    the policy's releases to publish (all by default). The flow in ``flows/nightly.py`` does the
-    same with one Prefect task per file, a manifest and a report.
+    Reads what the ledger says is new (see ``anonymize.ledger``) and returns the file results
+    and the published partitions (none when the privacy gate refuses the release, or when
+    nothing is new); ``report``, when given, receives the releases' manifest entries under
+    ``"releases"``, the gate's verdict and findings under ``"gate"`` and the rebuilt
+    ``date/region`` keys under ``"affected"``. ``releases`` selects the policy's releases to
+    publish (all by default). The flow in ``flows/nightly.py`` does the same with one Prefect
+    task per file, a manifest and a report.
     """
     from anonymize.publish import RunLock
 
     with RunLock(out, run_id):
-        return _run_local(landing, out, policy, keyring, run_id, releases, report)
+        return _run_local(
+            landing, out, policy, keyring, run_id, releases, report, scope, reprocess, sources
+        )
 
 
 def _run_local(
@@ -687,16 +758,25 @@ def _run_local(
     run_id: str,
     releases: list[str] | None,
     report: dict | None,
+    scope: Scope | None,
+    reprocess: bool,
+    sources: frozenset[str] | None,
 ) -> tuple[list[FileResult], list[str]]:
     from anonymize.publish import QUARANTINE, STAGING, discover, publish_partitions
 
     landing, out = Path(landing), Path(out)
     staging, quarantine = out / STAGING / run_id, out / QUARANTINE / run_id
-    results: list[FileResult] = []
-    keys: dict[str, list[str]] = {}
-    lookups: dict[str, list[str]] = {}
-    for group in priority_groups(plan_inputs(discover(landing), policy)):
-        done = [
+    batch = IncrementalBatch(
+        plan_inputs(discover(landing), policy),
+        Ledger.load(out),
+        landing,
+        scope or Scope(),
+        reprocess,
+        sources,
+    )
+
+    def run_group(group: list[PlannedFile], skip: dict, lookups: dict) -> list[dict]:
+        return [
             process_file(
                 Path(p.path),
                 family=p.family,
@@ -705,19 +785,24 @@ def _run_local(
                 staging=staging,
                 quarantine=quarantine,
                 landing=landing,
-                skip_keys=list(keys.get(p.dataset or "", [])) or None,
+                skip_keys=skip.get(p.dataset or "") or None,
                 lookups=lookups,
                 sha256=p.sha256,
                 duplicate_of=p.duplicate_of,
-            )
+            ).to_dict()
             for p in group
         ]
-        for r in done:
-            if r.keys_path and r.dataset:
-                keys.setdefault(r.dataset, []).append(r.keys_path)
-            if r.lookup_path and r.contract:
-                lookups.setdefault(r.contract, []).append(r.lookup_path)
-        results += done
+
+    raw = read_batch(batch, run_group, staging, quarantine)
+    results = [FileResult(**r) for r in raw]
+    if report is not None:
+        report["affected"] = sorted(batch.affected)
+    if not batch.affected:
+        shutil.rmtree(staging, ignore_errors=True)
+        if raw:
+            batch.commit(raw, run_id)
+            batch.ledger.save(out)
+        return results, []
     shas = [r.sha256 for r in results if r.status == "processed" and r.sha256]
     entries = stage_releases(releases, policy, keyring, staging, shas)
     gate = run_gate(staging, policy)
@@ -727,6 +812,10 @@ def _run_local(
     if gate["verdict"] != "pass":
         shutil.rmtree(staging, ignore_errors=True)
         return results, []
-    published = publish_partitions(staging, out, run_id)
+    published = publish_partitions(
+        staging, out, run_id, replace=batch.affected, releases=list(entries)
+    )
+    batch.commit(raw, run_id)
+    batch.ledger.save(out)
     shutil.rmtree(staging, ignore_errors=True)
     return results, published

@@ -152,21 +152,45 @@ def discover(landing: Path) -> list[tuple[str, str]]:
     return found
 
 
-def publish_partitions(staging: Path, out: Path, run_id: str) -> list[str]:
+def _partition_dirs(root: Path, releases: list[str] | None = None) -> list[Path]:
+    shareable = "shareable/*/*/date=*/region=*"
+    return sorted(
+        [
+            *root.glob("restricted/*/date=*/region=*"),
+            *(
+                root.glob(shareable)
+                if releases is None
+                else (p for r in releases for p in root.glob(f"shareable/{r}/*/date=*/region=*"))
+            ),
+        ]
+    )
+
+
+def publish_partitions(
+    staging: Path,
+    out: Path,
+    run_id: str,
+    *,
+    replace: set[str] | None = None,
+    releases: list[str] | None = None,
+) -> list[str]:
     """Swap every staged partition folder into ``out``; return the published partition paths.
 
     For each ``restricted/<dataset>/date=D/region=R`` and
     ``shareable/<release>/<dataset>/date=D/region=R`` in staging: the live folder (if any) is
     renamed into ``_trash/<run-id>/``, the staged one renamed into place, and the trash removed.
     A crash between the two renames leaves the old partition in the trash, never a mixed one.
+
+    ``replace`` lists the ``date/region`` keys the run rebuilt: a live partition with such a key
+    that the run did not stage (its rows are gone, e.g. a corrected export) is removed too, in
+    the restricted datasets and in the shareable folders of ``releases`` (all when None).
     """
+    from anonymize.ledger import partition_key
+
     staging, out = Path(staging), Path(out)
     published = []
-    staged = [
-        *staging.glob("restricted/*/date=*/region=*"),
-        *staging.glob("shareable/*/*/date=*/region=*"),
-    ]
-    for part_dir in sorted(staged):
+    staged = _partition_dirs(staging)
+    for part_dir in staged:
         rel = part_dir.relative_to(staging)
         live = out / rel
         trash = out / TRASH / run_id / rel
@@ -182,6 +206,14 @@ def publish_partitions(staging: Path, out: Path, run_id: str) -> list[str]:
                 f"the previous version is kept under {TRASH}/{run_id}/"
             ) from None
         published.append(rel.as_posix())
+    if replace:
+        fresh = set(published)
+        for live in _partition_dirs(out, releases):
+            rel = live.relative_to(out)
+            if rel.as_posix() not in fresh and partition_key(rel.as_posix()) in replace:
+                trash = out / TRASH / run_id / rel
+                trash.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(live, trash)
     shutil.rmtree(out / TRASH / run_id, ignore_errors=True)
     return published
 
@@ -221,6 +253,7 @@ def build_manifest(
     software_version: str,
     releases: dict | None = None,
     gate: dict | None = None,
+    incremental: dict | None = None,
 ) -> dict:
     """The manifest of a run: counts, hashes and ids only, never a data value."""
     staged_paths = ("keys_path", "lookup_path")
@@ -260,6 +293,7 @@ def build_manifest(
             "rows_by_reason": _sum_reasons(processed, "rows_quarantined"),
         },
         "filtered_by_reason": _sum_reasons(processed, "rows_filtered"),
+        "incremental": incremental or {},
         "partitions_published": published,
         "releases": releases or {},
         "gate": {

@@ -20,6 +20,20 @@ def _markdown_table(header: list[str], rows: list[list]) -> list[str]:
     return lines
 
 
+def _incremental_lines(inc: dict) -> list[str]:
+    if not inc:
+        return []
+    rebuilt = inc.get("partitions_rebuilt", [])
+    days = sorted({k.split("/")[0] for k in rebuilt})
+    span = f" ({days[0]} .. {days[-1]})" if days else ""
+    return [
+        f"Incremental: {inc.get('files_unchanged', 0)} file(s) unchanged since the last run, "
+        f"{inc.get('files_superseded', 0)} superseded; {len(rebuilt)} day/region partition(s) "
+        f"rebuilt{span}" + (" (reprocess)" if inc.get("reprocess") else ""),
+        "",
+    ]
+
+
 def render_markdown(manifest: dict) -> str:
     """The report as Markdown."""
     t = manifest["totals"]
@@ -30,6 +44,8 @@ def render_markdown(manifest: dict) -> str:
         f"policy {manifest['policy']['version']}, key {manifest['key']['key_id']}"
         + (" (DEVELOPMENT KEY: not for sharing)" if manifest["not_for_sharing"] else ""),
         "",
+        *([f"**Why:** {manifest['reason']}", ""] if manifest.get("reason") else []),
+        *_incremental_lines(manifest.get("incremental") or {}),
         f"Privacy gate: **{gate.get('verdict', 'not_run')}**"
         + (f" ({gate.get('canaries', 0)} canaries, {gate.get('seconds', 0)} s)" if gate else ""),
         "",

@@ -370,7 +370,12 @@ def test_one_run_at_a_time_and_a_dead_runs_lock_is_recovered(tmp_path, policy, d
         assert not (out / TRASH / "dead").exists()
         assert not (out / STAGING).exists()
     assert not (out / LOCK).exists()
-    # And the next run completes.
+    # And the next run completes: nothing is new, so it publishes nothing; asked to reprocess,
+    # it rebuilds every partition.
     results, published = run_local(landing, out, policy=policy, keyring=dev_keyring, run_id="r4")
+    assert (results, published) == ([], [])
+    results, published = run_local(
+        landing, out, policy=policy, keyring=dev_keyring, run_id="r5", reprocess=True
+    )
     assert published
     assert all(r.status == "processed" for r in results)
