@@ -152,6 +152,60 @@ def run(
         _fail(EXIT_STRICT, f"{len(summary['refused'])} input file(s) were refused (--strict)")
 
 
+@app.command()
+def serve(
+    landing: Annotated[Path, typer.Option(help="The landing zone (lync/, connect/, weblogs/).")],
+    out: Annotated[Path, typer.Option(help="The output root.")],
+    policy: Annotated[
+        Path | None, typer.Option(help="Policy YAML (default: the shipped default policy).")
+    ] = None,
+    cron: Annotated[
+        str, typer.Option(help="When the nightly deployment runs (cron, in --timezone).")
+    ] = "30 2 * * *",
+    timezone: Annotated[str, typer.Option(help="IANA time zone of --cron.")] = "UTC",
+    dev_key: Annotated[
+        bool, typer.Option("--dev-key", help="Use the public development key: not for sharing.")
+    ] = False,
+    dask_address: Annotated[
+        str | None,
+        typer.Option(help="Run the tasks of every flow run on this Dask scheduler."),
+    ] = None,
+) -> None:
+    """Serve the nightly (scheduled) and ad-hoc deployments until interrupted.
+
+    Needs a Prefect server (``prefect server start``) named by PREFECT_API_URL: schedules do
+    not fire on a temporary one. The key comes from CDRANON_MASTER_KEY in this process's
+    environment or the policy's Prefect Secret block, never from a parameter.
+    """
+    from prefect.settings import PREFECT_API_URL
+
+    if not PREFECT_API_URL.value():
+        _fail(
+            EXIT_REFUSED_TO_START,
+            "cdranon serve needs a Prefect server: start one with `prefect server start` and "
+            "set PREFECT_API_URL (e.g. http://127.0.0.1:4200/api); schedules do not fire on a "
+            "temporary server",
+        )
+    if dask_address:
+        # Flow runs start in new processes that read it when they define the flow.
+        os.environ["CDRANON_DASK_ADDRESS"] = dask_address
+    params = _params(
+        landing=landing.resolve(),
+        out=out.resolve(),
+        policy=policy.resolve() if policy else None,
+        dev_key=dev_key,
+    )
+    from prefect import serve as prefect_serve
+
+    from flows.deployments import deployments
+
+    try:
+        deps = deployments(params, cron=cron, timezone=timezone)
+    except ValueError as exc:
+        _fail(EXIT_REFUSED_TO_START, f"bad schedule: {str(exc).splitlines()[0]}")
+    prefect_serve(*deps, limit=1)
+
+
 @contextlib.contextmanager
 def _progress_bar() -> Iterator[None]:
     """A rich progress bar on a terminal, fed by the flow's progress reports (counts only)."""

@@ -24,7 +24,7 @@ from prefect.artifacts import (
     update_progress_artifact,
 )
 from prefect.cache_policies import NO_CACHE
-from prefect.task_runners import ThreadPoolTaskRunner
+from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from anonymize import __version__
@@ -290,9 +290,23 @@ class Progress:
                 listener(stage, done, total)
 
 
+def _task_runner() -> TaskRunner:
+    """Local threads, or the Dask cluster named by ``CDRANON_DASK_ADDRESS``.
+
+    Read when the flow is defined: a served deployment runs each flow run in a new process that
+    imports this module with the environment of ``cdranon serve``.
+    """
+    address = os.environ.get(DASK_ENV)
+    if address:
+        from prefect_dask import DaskTaskRunner
+
+        return DaskTaskRunner(address=address)
+    return ThreadPoolTaskRunner(max_workers=2)
+
+
 @flow(
     name="cdranon-run",
-    task_runner=ThreadPoolTaskRunner(max_workers=2),
+    task_runner=_task_runner(),
     persist_result=False,
     validate_parameters=True,
 )
@@ -459,9 +473,8 @@ def flow_for(dask_address: str | None = None) -> Flow:
     they must be the same shared folders on every worker, and the workers need the master key
     (``CDRANON_MASTER_KEY``) or access to the Prefect API for the Secret block.
     """
-    address = dask_address or os.environ.get(DASK_ENV) or None
-    if not address:
+    if not dask_address:
         return cdranon_run
     from prefect_dask import DaskTaskRunner
 
-    return cdranon_run.with_options(task_runner=DaskTaskRunner(address=address))
+    return cdranon_run.with_options(task_runner=DaskTaskRunner(address=dask_address))
