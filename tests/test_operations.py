@@ -209,8 +209,11 @@ def test_a_bad_parameter_is_refused_before_any_task(prefect_harness, tmp_path):
     assert state.is_failed()
     assert "regions" in str(state.message)
     assert not (tmp_path / "out").exists()
-    with pytest.raises(ValueError, match="date_from is after date_to"):
-        RunParams(landing=tmp_path, out=tmp_path, date_from="2026-11-24", date_to="2026-11-23")
+    reversed_dates = dict(params, regions=None, date_from="2026-11-24", date_to="2026-11-23")
+    state = cdranon_run(params=reversed_dates, return_state=True)
+    assert state.is_failed()
+    assert "date_from is after date_to" in str(state.message)
+    assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.slow
