@@ -36,6 +36,33 @@ def test_run_with_an_unknown_release_writes_nothing(sample_landing, tmp_path):
     assert not out.exists()
 
 
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--region", "MARS"], "bad parameter: regions.0"),
+        (["--source", "fax"], "bad parameter: sources.0"),
+        (["--from", "2026-11-24", "--to", "2026-11-23"], "date_from is after date_to"),
+        (["--from", "yesterday"], "bad parameter: date_from"),
+    ],
+)
+def test_run_with_a_bad_parameter_writes_nothing(sample_landing, tmp_path, extra, message):
+    out = tmp_path / "out"
+    args = ["run", "--landing", str(sample_landing), "--out", str(out), "--dev-key", *extra]
+    result = runner.invoke(app, args)
+    assert result.exit_code == EXIT_REFUSED_TO_START
+    assert message in result.output
+    assert not out.exists()
+
+
+def test_serve_without_a_server_says_how_to_start_one(monkeypatch, sample_landing, tmp_path):
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    args = ["serve", "--landing", str(sample_landing), "--out", str(tmp_path / "o"), "--dev-key"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == EXIT_REFUSED_TO_START
+    assert "prefect server start" in result.output
+    assert "PREFECT_API_URL" in result.output
+
+
 def test_run_with_a_bad_policy_lists_the_problems_and_writes_nothing(sample_landing, tmp_path):
     doc = yaml.safe_load(DEFAULT_POLICY.read_text())
     doc["datasets"]["lync_sessions"]["columns"]["FromUri"] = "keep"
