@@ -8,7 +8,9 @@ fell into, and those of them that have been published. A run then reads only wha
    replaced an earlier one under the same path), or seen but with partitions in the run's
    scope that were never published (an earlier run was limited to other regions or dates);
    with ``reprocess``, also every file refused before (new software may read it now);
-2. the *side* files (join sources, companions), always, since the files after them need them;
+2. the *side* files those need: the join sources (Users, Phones, Connect users) of their
+   folders and above, the companions (2010 VoipDetails) of their folder; a *new* companion also
+   brings back the files it completes;
 3. after those, every earlier file with rows in an *affected* partition: the partitions the
    pending files touched, those of a superseded export, and with ``reprocess`` every recorded
    partition in the scope. A partition is republished whole, from all its inputs, never
@@ -111,6 +113,10 @@ class Ledger:
         return any(scope.covers(k) and k not in done for k in e.get("partitions", []))
 
 
+def _abs(rel: str, landing: Path) -> str:
+    return str(landing / rel)
+
+
 def _rel(path: str, landing: Path) -> str:
     try:
         return Path(path).relative_to(landing).as_posix()
@@ -137,7 +143,9 @@ class IncrementalBatch:
     first: list = field(default_factory=list)
     superseded: list[str] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)
+    completed: set[str] = field(default_factory=set)  # read again for a new companion
     unchanged: int = 0
+    has_work: bool = False
 
     def __post_init__(self) -> None:
         self.landing = Path(self.landing)
@@ -149,8 +157,8 @@ class IncrementalBatch:
         )
 
     def _pending(self, p) -> bool:
-        if p.side:
-            return False
+        if p.side and p.merge_into is None:
+            return False  # a join source: read when a file it serves is read
         if p.sha256 is None:
             return True  # unreadable: refused and reported by every run until it is fixed
         if self.sources is not None and p.family not in self.sources:
@@ -162,15 +170,51 @@ class IncrementalBatch:
             return self.reprocess
         return self.ledger.unpublished(p.sha256, self.scope)
 
+    def _with_side_files(self, files: list, have: list) -> list:
+        """``files`` plus the side files they need that are not in ``have``.
+
+        A join source serves the files of its folder and below; a companion completes the
+        rows of its target contract's files in its own folder.
+        """
+        chosen = {p.path for p in have} | {p.path for p in files}
+        folders = {Path(p.path).parent for p in files if not p.side}
+        targets = {(Path(p.path).parent, p.contract) for p in files if not p.side}
+        extra = []
+        for p in self.planned:
+            if not p.side or p.path in chosen:
+                continue
+            here = Path(p.path).parent
+            if p.merge_into is not None:
+                needed = (here, p.merge_into) in targets
+            else:
+                needed = any(f == here or here in f.parents for f in folders)
+            if needed:
+                extra.append(p)
+        return extra + files
+
     def first_files(self) -> list:
-        """Side files and pending files; empty when the run has nothing to do."""
+        """Pending files and the side files they need; empty when the run has nothing to do.
+
+        A new companion (a 2010 VoipDetails export arriving after its SessionDetails) brings
+        back the files it completes, so their partitions are rebuilt with its rows.
+        """
         pending = [p for p in self.planned if self._pending(p)]
-        self.unchanged = sum(1 for p in self.planned if not p.side) - len(pending)
-        if not pending and not self.superseded and not self.reprocess:
+        self.unchanged = sum(1 for p in self.planned if not p.side) - sum(
+            1 for p in pending if not p.side
+        )
+        self.has_work = bool(pending or self.superseded or self.reprocess)
+        if not self.has_work:
             self.first = []
             return []
-        side = [p for p in self.planned if p.side]
-        self.first = side + pending
+        paths = {p.path for p in pending}
+        for c in [p for p in pending if p.merge_into is not None]:
+            for p in self.planned:
+                same_folder = Path(p.path).parent == Path(c.path).parent
+                if same_folder and p.contract == c.merge_into and p.path not in paths:
+                    pending.append(p)
+                    paths.add(p.path)
+                    self.completed.add(p.path)
+        self.first = self._with_side_files(pending, [])
         return self.first
 
     def second_files(self, first_results: list[dict]) -> tuple[list, bool]:
@@ -188,7 +232,8 @@ class IncrementalBatch:
             # A file read again for partitions an earlier, narrower run left out: only those.
             entry = self.ledger.entries.get(r.get("sha256") or "", {})
             before = {k for k in entry.get("partitions", []) if scope.covers(k)}
-            if entry and not self.reprocess and before == keys:
+            completed = _abs(r["path"], self.landing) in self.completed
+            if entry and not self.reprocess and not completed and before == keys:
                 keys -= set(entry.get("published", []))
             self.affected |= keys
         for sha in self.superseded:
@@ -221,9 +266,9 @@ class IncrementalBatch:
             b.dataset == a.dataset and b.priority > a.priority
             for b in second
             for a in self.first
-            if not a.side
+            if not a.side and not b.side
         )
-        return second, restart
+        return self._with_side_files(second, self.first), restart
 
     def prune(self, staging: Path) -> list[str]:
         """Remove staged partitions outside the affected set; return them."""
@@ -249,8 +294,11 @@ class IncrementalBatch:
         for r in results:
             p = planned.get(r["path"])
             sha = r.get("sha256")
-            # A copy of another file is refused, and its original carries the hash.
-            if not sha or p is None or p.side or p.duplicate_of is not None:
+            # A copy of another file is refused, and its original carries the hash. Join
+            # sources are not recorded: they are read whenever a file they serve is.
+            if not sha or p is None or p.duplicate_of is not None:
+                continue
+            if p.side and p.merge_into is None:
                 continue
             if r["status"] != "processed" and transient_read_failure(r.get("reason")):
                 continue  # retried by the next run

@@ -581,6 +581,7 @@ class PlannedFile:
     duplicate_of: str | None = None  # an earlier file of the batch with the same bytes
     # A join source or companion: publishes nothing itself, read by the files after it.
     side: bool = False
+    merge_into: str | None = None  # a companion: the contract whose rows it completes
 
 
 def plan_inputs(files: list[tuple[str, str]], policy: Policy) -> list[PlannedFile]:
@@ -597,6 +598,7 @@ def plan_inputs(files: list[tuple[str, str]], policy: Policy) -> list[PlannedFil
         contract = dataset = sha = duplicate_of = None
         priority = 0
         join_source = side = False
+        merge_into = None
         try:
             sha = file_sha256(Path(path))
             c = open_source(Path(path), family).contract
@@ -604,6 +606,7 @@ def plan_inputs(files: list[tuple[str, str]], policy: Policy) -> list[PlannedFil
             contract, dataset, priority = c.name, ds.name if ds else None, c.priority
             join_source = c.lookup is not None
             side = join_source or c.merge_into is not None
+            merge_into = c.merge_into
         except (OSError, InputError, ContractError):
             pass
         # A join source publishes nothing: the same Users export in two folders serves both.
@@ -611,7 +614,9 @@ def plan_inputs(files: list[tuple[str, str]], policy: Policy) -> list[PlannedFil
             duplicate_of = seen.setdefault(sha, path)
             duplicate_of = None if duplicate_of == path else duplicate_of
         planned.append(
-            PlannedFile(path, family, contract, dataset, priority, sha, duplicate_of, side)
+            PlannedFile(
+                path, family, contract, dataset, priority, sha, duplicate_of, side, merge_into
+            )
         )
     return sorted(planned, key=lambda p: (-p.priority, p.path))
 
@@ -704,7 +709,7 @@ def read_batch(batch: IncrementalBatch, run_group: GroupFn, staging: Path, quara
     partitions outside the affected set are dropped. No file: the run is up to date.
     """
     first = batch.first_files()
-    if not first:
+    if not batch.has_work:
         return []
     runner = GroupRunner(run_group)
     results = runner.run(first)

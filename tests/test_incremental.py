@@ -78,7 +78,7 @@ def test_a_second_run_over_the_same_files_reads_and_changes_nothing(tmp_path, po
     results, published, _ = run(landing, out, policy, dev_keyring, "r1")
     assert published
     assert all(r.status == "processed" for r in results)
-    side = {"lync_users", "lync_phones", "connect_users", "lync2010_voip_details"}
+    side = {"lync_users", "lync_phones", "connect_users"}  # join sources are not recorded
     assert set(Ledger.load(out).entries) == {r.sha256 for r in results if r.contract not in side}
     before = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in out.rglob("*.parquet")}
 
@@ -98,7 +98,7 @@ def test_a_late_file_republishes_only_its_day_and_region(tmp_path, policy, dev_k
     assert keys_of(published) == {"2026-11-23/EMEA"}
     assert any(p.startswith("restricted/web_requests/") for p in published)
     # The late file and the earlier files of its day were read; nothing of the other day.
-    read = {r.path for r in results if r.contract != "lync_users"}
+    read = {r.path for r in results}
     assert LATE in read
     assert not any("2026-11-24" in p or "261124" in p for p in read)
     assert_same_as_clean_run(out, landing, tmp_path, policy, dev_keyring)
@@ -121,6 +121,30 @@ def test_an_earlier_file_that_outranks_the_late_one_makes_the_run_start_over(
     filtered = sum(r.rows_filtered.get("duplicate_session", 0) for r in results)
     assert filtered > 0  # the VoIP rows' sessions were filtered out of the late file
     assert_same_as_clean_run(out, landing, tmp_path, policy, dev_keyring)
+
+
+def test_a_late_2010_companion_completes_the_sessions_published_without_it(
+    tmp_path, policy, dev_keyring
+):
+    legacy = "lync/legacy2010/2026-11-23/EMEA"
+    late = f"{legacy}/VoipDetails.csv"
+    landing = landing_from_sample(tmp_path)
+    shutil.copytree(SAMPLE / legacy, landing / legacy)
+    (landing / late).unlink()
+    out = tmp_path / "out"
+    run(landing, out, policy, dev_keyring, "r1")
+    shutil.copy(SAMPLE / late, landing / late)
+
+    results, published, report = run(landing, out, policy, dev_keyring, "r2")
+    read = {r.path: r for r in results}
+    assert read[late].rows_filtered == {
+        "merged_into:lync2010_session_details": read[late].rows_read
+    }
+    assert f"{legacy}/SessionDetails.csv" in read
+    assert "2026-11-23/EMEA" in report["affected"]
+    assert published
+    assert_same_as_clean_run(out, landing, tmp_path, policy, dev_keyring)
+    assert run(landing, out, policy, dev_keyring, "r3")[:2] == ([], [])
 
 
 def test_a_corrected_export_replaces_the_rows_of_the_one_it_supersedes(
