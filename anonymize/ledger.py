@@ -107,6 +107,15 @@ class Ledger:
         os.replace(tmp, path)
         return path
 
+    def known_files(self, landing: Path) -> dict[str, tuple[int, int, str]]:
+        """Path -> (size, modification time in ns, hash) of the recorded files, so that an
+        unchanged file is not hashed again (``pipeline.plan_inputs``)."""
+        return {
+            str(Path(landing) / e["path"]): (e["size"], e["mtime_ns"], sha)
+            for sha, e in self.entries.items()
+            if "size" in e and "mtime_ns" in e
+        }
+
     def unpublished(self, sha: str, scope: Scope) -> bool:
         e = self.entries[sha]
         done = set(e.get("published", []))
@@ -302,6 +311,7 @@ class IncrementalBatch:
                 continue
             if r["status"] != "processed" and transient_read_failure(r.get("reason")):
                 continue  # retried by the next run
+            seen = {"size": p.size, "mtime_ns": p.mtime_ns}
             if r["status"] != "processed":
                 self.ledger.entries[sha] = {
                     "path": _rel(r["path"], self.landing),
@@ -310,6 +320,7 @@ class IncrementalBatch:
                     "partitions": [],
                     "published": [],
                     "run_id": run_id,
+                    **seen,
                 }
                 continue
             keys = sorted({k for k in map(partition_key, r["partitions"]) if k})
@@ -324,4 +335,5 @@ class IncrementalBatch:
                 "partitions": keys,
                 "published": sorted(done),
                 "run_id": run_id,
+                **seen,
             }

@@ -14,6 +14,7 @@ See ``tests/test_pipeline.py``; the flow in ``flows/nightly.py`` strings these c
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 from collections import Counter
 from collections.abc import Callable
@@ -582,25 +583,39 @@ class PlannedFile:
     # A join source or companion: publishes nothing itself, read by the files after it.
     side: bool = False
     merge_into: str | None = None  # a companion: the contract whose rows it completes
+    size: int = 0
+    mtime_ns: int = 0
 
 
-def plan_inputs(files: list[tuple[str, str]], policy: Policy) -> list[PlannedFile]:
+def plan_inputs(
+    files: list[tuple[str, str]],
+    policy: Policy,
+    known: dict[str, tuple[int, int, str]] | None = None,
+) -> list[PlannedFile]:
     """Hash each file and recognise its kind from its header, for ordering and deduplication.
 
     Files whose header cannot be matched are still planned; ``process_file`` refuses them with
     the reason. A file with the same bytes as an earlier one (a copy dropped twice into the
     landing zone) is marked, so it is refused instead of counted twice. Higher-priority kinds
-    come first (VoIP rows before the session rows they beat).
+    come first (VoIP rows before the session rows they beat). ``known`` maps a path to the
+    size, modification time (ns) and hash the ledger recorded: a file whose size and time are
+    unchanged is not hashed again.
     """
     planned = []
     seen: dict[str, str] = {}
     for path, family in sorted(files):
         contract = dataset = sha = duplicate_of = None
-        priority = 0
+        priority = size = mtime_ns = 0
         join_source = side = False
         merge_into = None
         try:
-            sha = file_sha256(Path(path))
+            st = os.stat(path)
+            size, mtime_ns = st.st_size, st.st_mtime_ns
+            cached = (known or {}).get(path)
+            if cached is not None and cached[:2] == (size, mtime_ns):
+                sha = cached[2]
+            else:
+                sha = file_sha256(Path(path))
             c = open_source(Path(path), family).contract
             ds = policy.dataset_for(c)
             contract, dataset, priority = c.name, ds.name if ds else None, c.priority
@@ -615,7 +630,17 @@ def plan_inputs(files: list[tuple[str, str]], policy: Policy) -> list[PlannedFil
             duplicate_of = None if duplicate_of == path else duplicate_of
         planned.append(
             PlannedFile(
-                path, family, contract, dataset, priority, sha, duplicate_of, side, merge_into
+                path,
+                family,
+                contract,
+                dataset,
+                priority,
+                sha,
+                duplicate_of,
+                side,
+                merge_into,
+                size,
+                mtime_ns,
             )
         )
     return sorted(planned, key=lambda p: (-p.priority, p.path))
@@ -771,9 +796,11 @@ def _run_local(
 
     landing, out = Path(landing), Path(out)
     staging, quarantine = out / STAGING / run_id, out / QUARANTINE / run_id
+    ledger = Ledger.load(out)
+    known = None if reprocess else ledger.known_files(landing)
     batch = IncrementalBatch(
-        plan_inputs(discover(landing), policy),
-        Ledger.load(out),
+        plan_inputs(discover(landing), policy, known),
+        ledger,
         landing,
         scope or Scope(),
         reprocess,

@@ -129,7 +129,9 @@ def _policy(params: RunParams) -> Policy:
 @task(name="discover", cache_policy=NO_CACHE, persist_result=False)
 def discover_task(params: RunParams) -> list[PlannedFile]:
     files = discover(params.landing)
-    planned = plan_inputs(files, _policy(params))
+    # Files the ledger knows, with the same size and time, are not hashed again.
+    known = None if params.reprocess else Ledger.load(params.out).known_files(params.landing)
+    planned = plan_inputs(files, _policy(params), known)
     get_run_logger().info("discovered %d input file(s) under %s", len(planned), params.landing)
     return planned
 

@@ -177,3 +177,37 @@ def test_scheduled_and_adhoc_runs_on_a_real_server(server, tmp_path):
         except subprocess.TimeoutExpired:
             os.killpg(serve.pid, signal.SIGKILL)
         log.close()
+
+
+def test_the_prefect_yaml_deploys_to_a_work_pool_and_a_worker_runs_it(server, tmp_path):
+    url, env = server
+    landing = tmp_path / "landing"
+    shutil.copytree(SAMPLE / "weblogs" / "EMEA", landing / "weblogs" / "EMEA")
+    out = tmp_path / "out"
+    repo = Path(__file__).resolve().parents[1]
+    env = env | {"CDRANON_HOME": str(repo), "CDRANON_LANDING": str(landing),
+                 "CDRANON_OUT": str(out)}  # fmt: skip
+
+    def prefect(*args: str, timeout: int = 120) -> subprocess.CompletedProcess:
+        done = subprocess.run(
+            [str(BIN / "prefect"), *args], env=env, cwd=repo, capture_output=True, text=True,
+            timeout=timeout,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+        return done
+
+    prefect("work-pool", "create", "cdranon", "--type", "process")
+    prefect("--no-prompt", "deploy", "--all", "--prefect-file", "flows/prefect.yaml")
+    nightly = httpx.get(f"{url}/deployments/name/cdranon-run/nightly", timeout=10).json()
+    assert nightly["work_pool_name"] == "cdranon"
+    assert [s["schedule"]["cron"] for s in nightly["schedules"]] == ["30 2 * * *"]
+    assert nightly["schedules"][0]["schedule"]["timezone"] == "UTC"
+    assert nightly["global_concurrency_limit"]["limit"] == 1
+    assert nightly["parameters"] == {"params": {"landing": str(landing), "out": str(out)}}
+
+    # An ad-hoc run, picked up by a process worker (the development key as a parameter).
+    params = {"landing": str(landing), "out": str(out), "dev_key": True}
+    prefect("deployment", "run", "cdranon-run/adhoc", "--param", f"params={json.dumps(params)}")
+    prefect("worker", "start", "--pool", "cdranon", "--run-once", timeout=300)
+    [manifest] = _manifests(out)
+    assert manifest["status"] == "published"
