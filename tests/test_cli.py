@@ -117,3 +117,24 @@ def test_check_policy(tmp_path):
     refused = runner.invoke(app, ["check-policy", str(bad)])
     assert refused.exit_code == EXIT_REFUSED_TO_START
     assert "keep is not allowed on ToPhone" in refused.output
+
+
+def test_the_progress_bar_follows_the_runs_reports(monkeypatch):
+    import io
+
+    from rich.console import Console
+
+    import anonymize.cli as cli
+    from flows.nightly import Progress
+
+    screen = io.StringIO()
+    monkeypatch.setattr(cli, "err_console", Console(file=screen, force_terminal=True, width=80))
+    with cli._progress_bar():
+        [listener] = Progress.listeners
+        listener("read", 3, 7)
+        listener("publish", 0, 1)
+        cli.err_console.file.flush()
+    assert Progress.listeners == []
+    text = screen.getvalue()
+    assert "3/7" in text
+    assert "publishing" in text
