@@ -33,8 +33,12 @@ import shutil
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from anonymize.errors import InputError, transient_read_failure
+
+if TYPE_CHECKING:
+    from anonymize.pipeline import PlannedFile
 
 LEDGER = "_ledger.json"
 LEDGER_VERSION = 1
@@ -142,14 +146,14 @@ class IncrementalBatch:
     complete an affected partition).
     """
 
-    planned: list  # list[PlannedFile]
+    planned: list[PlannedFile]
     ledger: Ledger
     landing: Path
     scope: Scope = field(default_factory=Scope)
     reprocess: bool = False
     sources: frozenset[str] | None = None
     affected: set[str] = field(default_factory=set)
-    first: list = field(default_factory=list)
+    first: list[PlannedFile] = field(default_factory=list)
     superseded: list[str] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)
     completed: set[str] = field(default_factory=set)  # read again for a new companion
@@ -165,7 +169,7 @@ class IncrementalBatch:
             if e.get("path") in here and here[e["path"]] != sha
         )
 
-    def _pending(self, p) -> bool:
+    def _pending(self, p: PlannedFile) -> bool:
         if p.side and p.merge_into is None:
             return False  # a join source: read when a file it serves is read
         if p.sha256 is None:
@@ -179,7 +183,9 @@ class IncrementalBatch:
             return self.reprocess
         return self.ledger.unpublished(p.sha256, self.scope)
 
-    def _with_side_files(self, files: list, have: list) -> list:
+    def _with_side_files(
+        self, files: list[PlannedFile], have: list[PlannedFile]
+    ) -> list[PlannedFile]:
         """``files`` plus the side files they need that are not in ``have``.
 
         A join source serves the files of its folder and below; a companion completes the
@@ -201,7 +207,7 @@ class IncrementalBatch:
                 extra.append(p)
         return extra + files
 
-    def first_files(self) -> list:
+    def first_files(self) -> list[PlannedFile]:
         """Pending files and the side files they need; empty when the run has nothing to do.
 
         A new companion (a 2010 VoipDetails export arriving after its SessionDetails) brings
@@ -226,7 +232,7 @@ class IncrementalBatch:
         self.first = self._with_side_files(pending, [])
         return self.first
 
-    def second_files(self, first_results: list[dict]) -> tuple[list, bool]:
+    def second_files(self, first_results: list[dict]) -> tuple[list[PlannedFile], bool]:
         """The earlier files an affected partition also needs, and whether to restart.
 
         Restart (discard the staging area, read the first and second files together) is needed

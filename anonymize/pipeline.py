@@ -726,7 +726,9 @@ class GroupRunner:
         return results
 
 
-def read_batch(batch: IncrementalBatch, run_group: GroupFn, staging: Path, quarantine: Path):
+def read_batch(
+    batch: IncrementalBatch, run_group: GroupFn, staging: Path, quarantine: Path
+) -> list[dict]:
     """Read what ``batch`` says the run needs into ``staging``; return the file results.
 
     First the side files and the pending files, then the earlier files of the partitions those
