@@ -274,7 +274,8 @@ def scan(
         rel = f.relative_to(root)
         by_dataset.setdefault(_dataset_of(rel), []).append(f)
         path_values += list(rel.parts[:-1])
-        meta = pq.read_schema(f).metadata or {}
+        # The file's key-value metadata (where polars writes it) and the Arrow schema's.
+        meta = {**(pq.read_schema(f).metadata or {}), **(pq.read_metadata(f).metadata or {})}
         meta_values += [v.decode("utf-8", "replace") for k, v in meta.items() if k not in _OWN_META]
     # Every (dataset, column)'s distinct values with their row counts, in one frame, so the
     # canaries' automaton is built and run once for the whole release.

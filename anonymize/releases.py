@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Literal
 
 import polars as pl
+import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict, Field
 
 from anonymize.identifiers import pseudonym
@@ -452,7 +453,32 @@ def _rekey(values: pl.Series, key: bytes) -> pl.Series:
     return values.replace_strict(mapping, default=None, return_dtype=pl.String)
 
 
-def _write_partitioned(frame: pl.DataFrame, root: Path, meta: dict[str, str]) -> list[str]:
+def partition_digests(restricted: Path) -> dict[tuple[str, str], str]:
+    """(date, region) -> digest of the inputs behind that partition of the staged datasets.
+
+    Taken over the staged files' own input digests, so a partition rebuilt by an incremental run
+    (from every file with rows in it) carries the same digest as one from a clean run.
+    """
+    found: dict[tuple[str, str], set[str]] = {}
+    for f in Path(restricted).glob("*/date=*/region=*/*.parquet"):
+        digest = (pq.read_metadata(f).metadata or {}).get(b"cdranon.inputs_digest")
+        if digest:
+            key = (
+                f.parent.parent.name.removeprefix("date="),
+                f.parent.name.removeprefix("region="),
+            )
+            found.setdefault(key, set()).add(digest.decode())
+    return {k: hashlib.sha256("\n".join(sorted(v)).encode()).hexdigest() for k, v in found.items()}
+
+
+def _with_digest(meta: dict[str, str], digests: dict, day: str, region: str) -> dict[str, str]:
+    digest = digests.get((day, region))
+    return {**meta, "cdranon.inputs_digest": digest} if digest else meta
+
+
+def _write_partitioned(
+    frame: pl.DataFrame, root: Path, meta: dict[str, str], digests: dict | None = None
+) -> list[str]:
     written = []
     if not frame.height:
         return written
@@ -462,7 +488,9 @@ def _write_partitioned(frame: pl.DataFrame, root: Path, meta: dict[str, str]) ->
         folder = root / f"date={day.isoformat()}" / f"region={reg}"
         folder.mkdir(parents=True, exist_ok=True)
         part.drop("date", "region").write_parquet(
-            folder / "part-0.parquet", metadata=meta, **PARQUET
+            folder / "part-0.parquet",
+            metadata=_with_digest(meta, digests or {}, day.isoformat(), reg),
+            **PARQUET,
         )
         written.append(folder.as_posix())
     return written
@@ -502,13 +530,14 @@ def stage_release(
         "events": {},
     }
     release_meta = {**meta, "cdranon.release": name, "cdranon.key_id": rkeys.key_id}
+    digests = partition_digests(restricted)
     total_eps = 0.0
     for stat_name in release.statistics:
         stat = STATISTICS[stat_name]
         published, margins, report = compute_statistic(stat, scan, release, rkeys)
         m = {**release_meta, "cdranon.dataset": stat_name, "cdranon.k": str(release.k)}
-        _write_partitioned(published, out_root / stat_name, m)
-        _write_partitioned(margins, out_root / f"{stat_name}_totals", m)
+        _write_partitioned(published, out_root / stat_name, m, digests)
+        _write_partitioned(margins, out_root / f"{stat_name}_totals", m, digests)
         entry["statistics"][stat_name] = report.to_dict()
         if report.dp:
             total_eps += release.dp.epsilon
@@ -532,8 +561,13 @@ def stage_release(
                 frame = frame.with_columns(_rekey(frame[c], key).alias(c) for c in cols)
             target = out_root / dataset / f.parent.relative_to(restricted / dataset) / f.name
             target.parent.mkdir(parents=True, exist_ok=True)
+            region = f.parent.name.removeprefix("region=")
             frame.write_parquet(
-                target, metadata={**release_meta, "cdranon.pseudonym_scope": scope}, **PARQUET
+                target,
+                metadata=_with_digest(
+                    {**release_meta, "cdranon.pseudonym_scope": scope}, digests, day, region
+                ),
+                **PARQUET,
             )
             rows += frame.height
         entry["events"][dataset] = {"scope": scope, "rows": rows, "pseudonym_columns": cols}

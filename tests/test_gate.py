@@ -132,6 +132,20 @@ def test_metadata_and_partition_paths_are_scanned(clean_run, policy, tmp_path):
     assert ("path", "email") in found
 
 
+def test_key_value_metadata_written_by_polars_is_scanned(clean_run, policy, tmp_path):
+    # polars writes key-value metadata into the file footer, not into the Arrow schema.
+    root, canaries, _ = clean_run
+    out = tmp_path / "out"
+    shutil.copytree(root / "out" / "restricted", out / "restricted")
+    victim = next((out / "restricted" / "web_requests").rglob("*.parquet"))
+    phone = next(v for v in canaries["value"].to_list() if v.startswith("+") and len(v) > 9)
+    pl.read_parquet(victim).write_parquet(victim, metadata={"cdranon.note": f"call {phone}"})
+    assert pq.read_schema(victim).metadata is None  # invisible to a schema-only reader
+    pseudo = {n: pseudonym_columns(policy, n) for n in policy.datasets}
+    found = {(f.area, f.detector) for f in scan(out, canaries, pseudo)}
+    assert ("metadata", "canary") in found
+
+
 def test_a_release_whose_events_single_people_out_is_refused(tmp_path, dev_keyring):
     doc = yaml.safe_load(DEFAULT_POLICY.read_text())
     doc["releases"]["partner"]["events"] = {"lync_sessions": "stable"}
