@@ -327,6 +327,72 @@ def synth(
 
 
 @app.command()
+def status(
+    landing: Annotated[Path, typer.Option(help="The landing zone (lync/, connect/, weblogs/).")],
+    out: Annotated[Path, typer.Option(help="The output root.")],
+    policy: Annotated[
+        Path | None, typer.Option(help="Policy YAML (default: the shipped default policy).")
+    ] = None,
+    reprocess: Annotated[
+        bool, typer.Option("--reprocess", help="As the next run would with --reprocess.")
+    ] = False,
+) -> None:
+    """What the next run would take: the ledger against the landing zone, reading no data.
+
+    Lists the new, superseded and refused files and the recorded files no longer in the landing
+    zone; a file's content is never opened beyond its header (and its hash when the ledger does
+    not know its size and time). Exit 0, or 2 when it cannot run.
+    """
+    from anonymize.ledger import IncrementalBatch, Ledger
+    from anonymize.pipeline import plan_inputs
+    from anonymize.policy import DEFAULT_POLICY, load_policy
+    from anonymize.publish import discover
+
+    try:
+        loaded = load_policy(policy or DEFAULT_POLICY)
+        ledger = Ledger.load(out)
+        landing = landing.resolve()
+        planned = plan_inputs(
+            discover(landing), loaded, None if reprocess else ledger.known_files(landing)
+        )
+    except CdranonError as exc:
+        _fail(EXIT_REFUSED_TO_START, str(exc))
+    batch = IncrementalBatch(planned, ledger, landing, reprocess=reprocess)
+    pending = [p for p in batch.first_files() if not p.side or p.merge_into]  # no join sources
+    present = {p.sha256 for p in planned}
+    gone = [
+        e["path"]
+        for sha, e in ledger.entries.items()
+        if sha not in present and sha not in batch.superseded
+    ]
+    refused = [e["path"] for e in ledger.entries.values() if e.get("status") == "refused"]
+    days = sorted({k.split("/")[0] for e in ledger.entries.values() for k in e["published"]})
+    table = Table(title=f"cdranon status of {out}", show_edge=False)
+    for col in ("files", "recorded", "to read", "superseded", "recorded, gone", "refused"):
+        table.add_column(col, justify="right")
+    table.add_row(
+        str(sum(1 for p in planned if not p.side or p.merge_into)),
+        str(len(ledger.entries)),
+        str(len(pending)),
+        str(len(batch.superseded)),
+        str(len(gone)),
+        str(len(refused)),
+    )
+    out_console.print(table)
+    if days:
+        out_console.print(f"published days: {days[0]} .. {days[-1]} ({len(days)})")
+    for label, paths in (
+        ("to read", [Path(p.path).relative_to(landing).as_posix() for p in pending]),
+        ("gone", gone),
+        ("refused", refused),
+    ):
+        for path in sorted(paths):
+            out_console.print(f"{label}: {path}", highlight=False, soft_wrap=True)
+    if not batch.has_work:
+        out_console.print("nothing new: the next run has nothing to do")
+
+
+@app.command()
 def scan(
     out: Annotated[Path, typer.Option(help="The output root of earlier runs.")],
     landing: Annotated[Path, typer.Option(help="The landing zone those runs read.")],

@@ -138,3 +138,32 @@ def test_the_progress_bar_follows_the_runs_reports(monkeypatch):
     text = screen.getvalue()
     assert "3/7" in text
     assert "publishing" in text
+
+
+def test_status_says_what_the_next_run_would_read(tmp_path, policy, dev_keyring):
+    import shutil
+
+    from anonymize.pipeline import run_local
+    from tests.conftest import SAMPLE
+
+    landing, out = tmp_path / "landing", tmp_path / "out"
+    late = "weblogs/EMEA/www/access-2026-11-23.log"
+    shutil.copytree(SAMPLE / "weblogs" / "EMEA", landing / "weblogs" / "EMEA")
+    (landing / late).unlink()
+    args = ["status", "--landing", str(landing), "--out", str(out)]
+
+    before = runner.invoke(app, args)
+    assert before.exit_code == 0, before.output
+    assert "to read: weblogs/EMEA/www/access-2026-11-24.log.gz" in before.output
+
+    run_local(landing, out, policy=policy, keyring=dev_keyring, run_id="r1")
+    idle = runner.invoke(app, args)
+    assert "nothing new" in idle.output
+    assert "to read:" not in idle.output
+
+    shutil.copy(SAMPLE / late, landing / late)
+    (landing / "weblogs/EMEA/www/access-2026-11-24.log.gz").unlink()
+    after = runner.invoke(app, args)
+    assert f"to read: {late}" in after.output
+    assert "gone: weblogs/EMEA/www/access-2026-11-24.log.gz" in after.output
+    assert "nothing new" not in after.output
