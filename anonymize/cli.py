@@ -33,6 +33,16 @@ app = typer.Typer(
 out_console = Console()
 err_console = Console(stderr=True)
 
+# The options several commands share.
+LandingOption = Annotated[Path, typer.Option(help="The landing zone (lync/, connect/, weblogs/).")]
+OutOption = Annotated[Path, typer.Option(help="The output root.")]
+PolicyOption = Annotated[
+    Path | None, typer.Option(help="Policy YAML (default: the shipped default policy).")
+]
+DevKeyOption = Annotated[
+    bool, typer.Option("--dev-key", help="Use the public development key: not for sharing.")
+]
+
 EXIT_NOT_PUBLISHED = 1
 EXIT_REFUSED_TO_START = 2
 EXIT_STRICT = 3
@@ -70,14 +80,10 @@ def _params(**kwargs: object) -> RunParams:
 
 @app.command()
 def run(
-    landing: Annotated[Path, typer.Option(help="The landing zone (lync/, connect/, weblogs/).")],
-    out: Annotated[Path, typer.Option(help="The output root.")],
-    policy: Annotated[
-        Path | None, typer.Option(help="Policy YAML (default: the shipped default policy).")
-    ] = None,
-    dev_key: Annotated[
-        bool, typer.Option("--dev-key", help="Use the public development key: not for sharing.")
-    ] = False,
+    landing: LandingOption,
+    out: OutOption,
+    policy: PolicyOption = None,
+    dev_key: DevKeyOption = False,
     strict: Annotated[
         bool, typer.Option("--strict", help=f"Exit {EXIT_STRICT} when any input file is refused.")
     ] = False,
@@ -154,18 +160,14 @@ def run(
 
 @app.command()
 def serve(
-    landing: Annotated[Path, typer.Option(help="The landing zone (lync/, connect/, weblogs/).")],
-    out: Annotated[Path, typer.Option(help="The output root.")],
-    policy: Annotated[
-        Path | None, typer.Option(help="Policy YAML (default: the shipped default policy).")
-    ] = None,
+    landing: LandingOption,
+    out: OutOption,
+    policy: PolicyOption = None,
     cron: Annotated[
         str, typer.Option(help="When the nightly deployment runs (cron, in --timezone).")
     ] = "30 2 * * *",
     timezone: Annotated[str, typer.Option(help="IANA time zone of --cron.")] = "UTC",
-    dev_key: Annotated[
-        bool, typer.Option("--dev-key", help="Use the public development key: not for sharing.")
-    ] = False,
+    dev_key: DevKeyOption = False,
     dask_address: Annotated[
         str | None,
         typer.Option(help="Run the tasks of every flow run on this Dask scheduler."),
@@ -328,11 +330,9 @@ def synth(
 
 @app.command()
 def status(
-    landing: Annotated[Path, typer.Option(help="The landing zone (lync/, connect/, weblogs/).")],
-    out: Annotated[Path, typer.Option(help="The output root.")],
-    policy: Annotated[
-        Path | None, typer.Option(help="Policy YAML (default: the shipped default policy).")
-    ] = None,
+    landing: LandingOption,
+    out: OutOption,
+    policy: PolicyOption = None,
     reprocess: Annotated[
         bool, typer.Option("--reprocess", help="As the next run would with --reprocess.")
     ] = False,
@@ -396,9 +396,7 @@ def status(
 def scan(
     out: Annotated[Path, typer.Option(help="The output root of earlier runs.")],
     landing: Annotated[Path, typer.Option(help="The landing zone those runs read.")],
-    policy: Annotated[
-        Path | None, typer.Option(help="Policy YAML (default: the shipped default policy).")
-    ] = None,
+    policy: PolicyOption = None,
 ) -> None:
     """Audit published outputs against the raw inputs: the gate's scan, after the fact.
 
