@@ -75,10 +75,6 @@ class Scope:
             return False
         return not (self.date_to is not None and day > self.date_to.isoformat())
 
-    @property
-    def everything(self) -> bool:
-        return self.regions is None and self.date_from is None and self.date_to is None
-
 
 @dataclass
 class Ledger:
