@@ -403,7 +403,7 @@ def scan(
     Exit 0 when clean, 1 when anything is found (the findings name dataset, column and detector,
     never the value), 2 when it cannot run.
     """
-    from anonymize.gate import canaries_from_landing
+    from anonymize.gate import canaries_from_landing, free_text_columns
     from anonymize.gate import scan as run_scan
     from anonymize.policy import DEFAULT_POLICY, load_policy
     from anonymize.releases import pseudonym_columns
@@ -416,7 +416,7 @@ def scan(
         _fail(EXIT_REFUSED_TO_START, "both --out and --landing must be folders")
     canaries, unreadable = canaries_from_landing(landing, loaded)
     pseudo = {name: pseudonym_columns(loaded, name) for name in loaded.datasets}
-    findings = run_scan(out, canaries, pseudo)
+    findings = run_scan(out, canaries, pseudo, free_text=free_text_columns(loaded))
     for path in unreadable:
         err_console.print(f"[yellow]not read[/] {path}", highlight=False, soft_wrap=True)
     if findings:

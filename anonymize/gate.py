@@ -24,21 +24,20 @@ Examples
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import re
-from collections.abc import Iterable
 from dataclasses import asdict, dataclass
-from functools import lru_cache
 from pathlib import Path
 
 import phonenumbers
 import polars as pl
 import pyarrow.parquet as pq
 
-from anonymize.identifiers import normalize_identifier
+from anonymize.canaries import Canaries
+from anonymize.web import decode_fully
 
 CANARIES = "_canaries"
-MIN_CANARY = 6  # shorter values ("Audio", a 4-letter alias) would match ordinary categories
 PSEUDONYM = r"^[a-z]-[a-p]{32}$"
 
 _EMAIL = r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9.\-]+\.[A-Za-z]{2,}"
@@ -75,63 +74,18 @@ class Finding:
 # --- canaries ---------------------------------------------------------------------------------
 
 
-@lru_cache(maxsize=1 << 20)
-def canary_forms(value: str) -> frozenset[str]:
-    """The raw value and the forms it may take after normalisation, lower-cased.
-
-    Cached: the same people appear in every batch and several columns.
-    """
-    v = value.strip()
-    out = {v.lower()}
-    if "@" in v or v.lower().startswith(("sip:", "sips:", "tel:")):
-        _, norm = normalize_identifier(v, "auto")
-        out.add(norm.lower())
-        local = norm.split("@", 1)[0]
-        if len(local) >= MIN_CANARY:
-            out.add(local.lower())
-    if "\\" in v:
-        out.add(v.rsplit("\\", 1)[1].lower())
-    digits = re.sub(r"\D", "", v)
-    if 7 <= len(digits) <= 15 and re.fullmatch(r"[\s+\d().\-/;=a-z:]*", v.lower()):
-        _, norm = normalize_identifier(v, "phone")
-        out.add(norm.split(";", 1)[0].lower())
-        out.add(digits)
-    if "," in v:  # X-Forwarded-For chains
-        out |= {p.strip().lower() for p in v.split(",") if p.strip()}
-    return frozenset(c for c in out if len(c) >= MIN_CANARY)
+def canary_key(keyring) -> bytes:
+    """The key of a run's canary hashes (the same on every worker of the run)."""
+    return keyring.derive("gate/canaries")
 
 
-def collect_canaries(
-    frame: pl.DataFrame, columns: Iterable[str], embedded: Iterable[str] = ()
-) -> pl.DataFrame:
-    """Distinct canaries (``kind`` = source column, ``value``) of the given raw columns.
-
-    ``embedded`` columns give only the email addresses and SIP URIs found inside their values
-    (a newsletter sign-up's ``?email=``), not the values themselves.
-    """
-    parts = []
-    wanted = [(c, False) for c in columns] + [(c, True) for c in embedded]
-    for col, inner in wanted:
-        if col not in frame.columns or frame.schema[col] != pl.String:
-            continue
-        values = frame[col].drop_nulls()
-        if inner:
-            values = values.filter(values.str.contains("@", literal=True))
-            values = values.str.extract_all(_EMAIL).explode().drop_nulls()
-        uniq = values.unique().to_list()
-        forms = sorted({f for v in uniq for f in canary_forms(v)})
-        if forms:
-            parts.append(pl.DataFrame({"kind": [col] * len(forms), "value": forms}))
-    if not parts:
-        return pl.DataFrame(schema={"kind": pl.String, "value": pl.String})
-    return pl.concat(parts).unique()
-
-
-def load_canaries(staging: Path) -> pl.DataFrame:
+def load_canaries(staging: Path, key: bytes) -> Canaries:
+    """The canaries the run's files left in its staging area (hashed forms, no raw value)."""
     files = sorted((Path(staging) / CANARIES).rglob("*.parquet"))
     if not files:
-        return pl.DataFrame(schema={"kind": pl.String, "value": pl.String})
-    return pl.concat([pl.read_parquet(f) for f in files]).unique(subset="value", keep="first")
+        return Canaries(key)
+    table = pl.concat([pl.read_parquet(f) for f in files]).unique(subset="h", keep="first")
+    return Canaries(key, table.sort("h"))
 
 
 # --- detectors on unique values ------------------------------------------------------------------
@@ -200,13 +154,40 @@ DETECTORS = {
 }
 # A cheap vectorised pre-filter: only values that could match go through Python.
 _PREFILTER = (
-    r"@|(?i:sips?:|tel:)|\d{3}|[0-9a-fA-F]{1,4}:[0-9a-fA-F]{0,4}:"
+    r"@|%|(?i:sips?:|tel:)|\d{3}|[0-9a-fA-F]{1,4}:[0-9a-fA-F]{0,4}:"
     r"|[0-9a-fA-F]{2}[-:][0-9a-fA-F]{2}[-:]"
 )
 
 
+def detect(value: str) -> list[str]:
+    """The detectors that fire on a value, or on the value percent-decoded (an email encoded
+    once or twice is still an email)."""
+    texts = [value]
+    decoded = decode_fully(value)
+    if decoded != value:
+        texts.append(decoded)
+    return [name for name, test in DETECTORS.items() if any(test(t) for t in texts)]
+
+
+def classify(
+    values: list[str], canaries: Canaries | None, free_text: bool = False
+) -> list[list[str]]:
+    """For each distinct output value, what makes it a finding (``canary:<kind>`` first, then
+    the detectors' names); empty when nothing. Python runs once per distinct value.
+    ``free_text``: the values of a free-text output of the web (see ``anonymize.canaries``)."""
+    hits = canaries.matches(values, free_text) if canaries is not None else [None] * len(values)
+    maybe = pl.Series(values, dtype=pl.String).str.contains(_PREFILTER).to_list()
+    out: list[list[str]] = []
+    for v, hit, m in zip(values, hits, maybe, strict=True):
+        out.append(([f"canary:{hit}"] if hit else []) + (detect(v) if m else []))
+    return out
+
+
 def scan_values(
-    values: pl.Series, canaries: pl.DataFrame | list[str], pseudonyms_only: bool = False
+    values: pl.Series,
+    canaries: Canaries | None,
+    pseudonyms_only: bool = False,
+    free_text: bool = False,
 ) -> dict[str, int]:
     """Detector and canary hits in one column's values: {detector: rows}. Values never leave."""
     s = values.cast(pl.String) if values.dtype != pl.String else values
@@ -221,20 +202,10 @@ def scan_values(
         if bad.any():
             hits["not_a_pseudonym"] = int(n.filter(bad).sum())
         return hits
-    low = uniq.str.to_lowercase()
-    needles = canaries["value"].to_list() if isinstance(canaries, pl.DataFrame) else canaries
-    if needles:
-        found = low.str.contains_any(needles).fill_null(False)
-        if found.any():
-            hits["canary"] = int(n.filter(found).sum())
-    maybe = uniq.str.contains(_PREFILTER)
-    if maybe.any():
-        cand = uniq.filter(maybe).to_list()
-        cand_n = n.filter(maybe).to_list()
-        for name, test in DETECTORS.items():
-            rows = sum(c for v, c in zip(cand, cand_n, strict=True) if test(v))
-            if rows:
-                hits[name] = rows
+    found_all = classify(uniq.to_list(), canaries, free_text)
+    for found, c in zip(found_all, n.to_list(), strict=True):
+        for what in found:
+            hits[what] = hits.get(what, 0) + int(c)
     return hits
 
 
@@ -242,7 +213,9 @@ def scan_values(
 
 
 # Metadata the pipeline computes itself as hex digests (canaries still apply to the others).
+_PARQUET = {"compression": "zstd", "compression_level": 3, "statistics": True}
 _OWN_META = {b"ARROW:schema", b"cdranon.policy_hash", b"cdranon.inputs_digest", b"cdranon.key_id"}
+Tag = tuple[str, str, str]  # area, dataset, column
 
 
 def _dataset_of(rel: Path) -> tuple[str, str]:
@@ -253,19 +226,38 @@ def _dataset_of(rel: Path) -> tuple[str, str]:
     return parts[0], parts[1]
 
 
+def staged_files(root: Path, areas: tuple[str, ...] = ("restricted", "shareable")) -> list[Path]:
+    globs = {"restricted": "restricted/*/date=*/region=*/*.parquet",
+             "shareable": "shareable/*/*/date=*/region=*/*.parquet"}  # fmt: skip
+    return sorted(f for a in areas for f in Path(root).glob(globs[a]))
+
+
+def free_text_columns(policy) -> frozenset[str]:
+    """The outputs made from web free text (path templates, queries, referer sites, user-agent
+    families): where unknown single words are looked for too. Statistics keep their names."""
+    ops = ("url_template", "url_host", "user_agent")
+    return frozenset(
+        r.output for ds in policy.datasets.values() for r in ds.rules if r.spec.name in ops
+    )
+
+
 def scan(
-    root: Path, canaries: pl.DataFrame, pseudonym_columns: dict[str, list[str]]
+    root: Path,
+    canaries: Canaries | None,
+    pseudonym_columns: dict[str, list[str]],
+    areas: tuple[str, ...] = ("restricted", "shareable"),
+    bad_values: dict[Tag, dict[str, str]] | None = None,
+    free_text: frozenset[str] = frozenset(),
 ) -> list[Finding]:
-    """Scan every Parquet file under ``root/restricted`` and ``root/shareable``.
+    """Scan every Parquet file of ``areas`` under ``root``, its metadata and its partition path.
 
     ``pseudonym_columns`` maps a dataset name to its columns that must hold pseudonyms only
-    (for shareable event datasets too). Returns the findings, empty when clean.
+    (for shareable event datasets too). Returns the findings, empty when clean. When
+    ``bad_values`` is given, it receives, per (area, dataset, column), the offending values and
+    what was found in each (kept in memory only, to withhold the rows that hold them).
     """
     root = Path(root)
-    files = sorted(
-        [*root.glob("restricted/*/date=*/region=*/*.parquet"),
-         *root.glob("shareable/*/*/date=*/region=*/*.parquet")]
-    )  # fmt: skip
+    files = staged_files(root, areas)
     by_dataset: dict[tuple[str, str], list[Path]] = {}
     findings: list[Finding] = []
     path_values: list[str] = []
@@ -277,9 +269,9 @@ def scan(
         # The file's key-value metadata (where polars writes it) and the Arrow schema's.
         meta = {**(pq.read_schema(f).metadata or {}), **(pq.read_metadata(f).metadata or {})}
         meta_values += [v.decode("utf-8", "replace") for k, v in meta.items() if k not in _OWN_META]
-    # Every (dataset, column)'s distinct values with their row counts, in one frame, so the
-    # canaries' automaton is built and run once for the whole release.
-    tags: list[tuple[str, str, str]] = []
+    # Every (dataset, column)'s distinct values with their row counts, in one frame, so each
+    # distinct value meets the canaries and detectors once.
+    tags: list[Tag] = []
     queries: list[pl.LazyFrame] = []
     pseudo_queries: list[tuple[str, str, list[str], pl.LazyFrame]] = []
     for (area, dataset), paths in sorted(by_dataset.items()):
@@ -288,9 +280,11 @@ def scan(
         cols = [c for c, t in schema.items() if t == pl.String or t == pl.List(pl.String)]
         base = dataset.split("/")[-1]
         pcols = [c for c in cols if c in pseudonym_columns.get(base, [])]
-        if pcols:  # one pass: rows of each pseudonym column that are not pseudonyms
-            bad = [(~pl.col(c).str.contains(PSEUDONYM)).sum().alias(c) for c in pcols]
-            pseudo_queries.append((area, dataset, pcols, lf.select(bad)))
+        if pcols:  # rows of each pseudonym column that are not pseudonyms, by value
+            for col in pcols:
+                bad = lf.select(pl.col(col).alias("v")).drop_nulls()
+                bad = bad.filter(~pl.col("v").str.contains(PSEUDONYM)).group_by("v").len(name="n")
+                pseudo_queries.append((area, dataset, [col], bad))
         for col in cols:
             if col in pcols:
                 continue
@@ -303,10 +297,13 @@ def scan(
             )  # fmt: skip
     # Every query at once: polars runs them in parallel, each file read once per query.
     results = pl.collect_all([q for *_, q in pseudo_queries] + queries)
-    for (area, dataset, pcols, _), counts in zip(pseudo_queries, results, strict=False):
-        for col in pcols:
-            if counts[col][0]:
-                findings.append(Finding(area, dataset, col, "not_a_pseudonym", int(counts[col][0])))
+    for (area, dataset, (col,), _), bad in zip(pseudo_queries, results, strict=False):
+        if bad.height:
+            findings.append(Finding(area, dataset, col, "not_a_pseudonym", int(bad["n"].sum())))
+            if bad_values is not None:
+                bad_values.setdefault((area, dataset, col), {}).update(
+                    dict.fromkeys(bad["v"].to_list(), "not_a_pseudonym")
+                )
     pieces = [r for r in results[len(pseudo_queries) :] if r.height]
     for area, values in (("path", path_values), ("metadata", meta_values)):
         if values:
@@ -317,33 +314,155 @@ def scan(
     if not pieces:
         return findings
     allv = pl.concat(pieces, how="vertical_relaxed")
-    needles = canaries["value"].to_list()
+    uniq = allv["v"].unique().sort().to_list()
+    found = {v: w for v, w in zip(uniq, classify(uniq, canaries), strict=True) if w}
+    # Unknown single words, in the free-text outputs only.
+    free_tags = [i for i, (_, _, col) in enumerate(tags) if col in free_text]
+    free_found: dict[str, list[str]] = {}
+    if free_tags and canaries is not None:
+        free_v = allv.filter(pl.col("t").is_in(free_tags))["v"].unique().sort().to_list()
+        hits_x = canaries.matches(free_v, free_text=True)
+        free_found = {v: [f"canary:{h}"] for v, h in zip(free_v, hits_x, strict=True) if h}
     hits: dict[tuple[int, str], int] = {}
-    if needles:
-        found = allv.filter(pl.col("v").str.to_lowercase().str.contains_any(needles))
-        for t, n in found.group_by("t").agg(pl.col("n").sum()).iter_rows():
-            hits[(t, "canary")] = int(n)
-    maybe = allv.filter(pl.col("v").str.contains(_PREFILTER))
-    for v, n, t in maybe.iter_rows():
-        for name, test in DETECTORS.items():
-            if test(v):
-                hits[(t, name)] = hits.get((t, name), 0) + int(n)
+    if found or free_found:
+        flagged = allv.filter(
+            pl.col("v").is_in(pl.Series([*found, *free_found], dtype=pl.String).implode())
+        )
+        for v, n, t in flagged.iter_rows():
+            what_all = found.get(v) or (free_found.get(v) if t in free_tags else None)
+            if not what_all:
+                continue
+            for what in what_all:
+                detector = "canary" if what.startswith("canary:") else what
+                hits[(t, detector)] = hits.get((t, detector), 0) + int(n)
+            if bad_values is not None:
+                bad_values.setdefault(tags[t], {})[v] = what_all[0]
     for (t, detector), n in sorted(hits.items()):
         area, dataset, col = tags[t]
         findings.append(Finding(area, dataset, col, detector, n))
     return findings
 
 
-def run_gate(staging: Path, policy) -> dict:
-    """Scan a run's staging area; the manifest's ``gate`` entry (verdict, findings, counts)."""
+# --- withholding rows ---------------------------------------------------------------------------
+
+
+def withhold(
+    staging: Path, quarantine: Path, canaries: Canaries, policy, results: list[dict]
+) -> dict:
+    """Move the rows of the staged restricted datasets that carry a finding to the quarantine.
+
+    Each such row goes to ``quarantine/<dataset>/gate-<part>.parquet`` with the reason
+    ``gate:<detector>`` and the column; its input file's counts move from published to
+    quarantined (``results`` is updated in place), so every row still ends in one place. A
+    dataset with more than ``policy.gate.max_withheld_share`` of its rows withheld has a
+    systemic finding: those findings come back under ``"systemic"`` and refuse the release.
+    Returns the manifest's ``withheld`` entry: rows by dataset, column and detector; no value.
+    """
+    from anonymize.releases import pseudonym_columns
+
+    staging, quarantine = Path(staging), Path(quarantine)
+    pseudo = {name: pseudonym_columns(policy, name) for name in policy.datasets}
+    bad: dict[Tag, dict[str, str]] = {}
+    findings = scan(staging, canaries, pseudo, areas=("restricted",), bad_values=bad,
+                    free_text=free_text_columns(policy))  # fmt: skip
+    by_dataset: dict[str, dict[str, dict[str, str]]] = {}
+    for (_, dataset, col), values in bad.items():
+        by_dataset.setdefault(dataset, {})[col] = values
+    by_tag = {r["sha256"][:16]: r for r in results if r.get("sha256")}
+    entry: dict = {"rows": {}, "systemic": []}
+    for dataset, columns in sorted(by_dataset.items()):
+        total = withheld = 0
+        counts: dict[str, dict[str, int]] = {}
+        for part in sorted((staging / "restricted" / dataset).glob("date=*/region=*/*.parquet")):
+            frame = pl.read_parquet(part)
+            total += frame.height
+            reason = _withheld_reason(frame, columns)
+            mask = reason.is_not_null()
+            n = int(mask.sum())
+            if not n:
+                continue
+            withheld += n
+            why = reason.filter(mask).str.split_exact("|", 1)
+            out = frame.filter(mask).with_columns(
+                ("gate:" + why.struct.field("field_1")).alias("_reason"),
+                why.struct.field("field_0").alias("_column"),
+            )
+            tag = part.stem.removeprefix("part-")
+            where = f"{part.parent.parent.name}-{part.parent.name}"
+            target = quarantine / dataset / f"gate-{tag}-{where}.parquet"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            out.write_parquet(target, compression="zstd")
+            kept = frame.filter(~mask)
+            if kept.height:
+                meta = pq.read_metadata(part).metadata or {}
+                kv = {k.decode(): v.decode() for k, v in meta.items() if k != b"ARROW:schema"}
+                kept.write_parquet(part, metadata=kv, **_PARQUET)
+            else:
+                part.unlink()
+                with contextlib.suppress(OSError):  # a partition left with no rows
+                    part.parent.rmdir()
+                    part.parent.parent.rmdir()
+            result = by_tag.get(tag.split("-", 1)[0])
+            for col, det, c in out.group_by("_column", "_reason").len().iter_rows():
+                per = counts.setdefault(col, {})
+                per[det] = per.get(det, 0) + c
+                if result is not None:
+                    result["rows_quarantined"][det] = result["rows_quarantined"].get(det, 0) + c
+                    result["rows_published"] -= c
+        if withheld:
+            share = withheld / total if total else 1.0
+            entry["rows"][dataset] = {"rows": withheld, "of": total, "share": round(share, 6),
+                                      "columns": counts}  # fmt: skip
+            if share > policy.gate.max_withheld_share:
+                for f in findings:
+                    if f.dataset == dataset:
+                        entry["systemic"].append(
+                            {**f.to_dict(), "detector": f"systemic:{f.detector}"}
+                        )
+    return entry
+
+
+def _withheld_reason(frame: pl.DataFrame, columns: dict[str, dict[str, str]]) -> pl.Series:
+    """Per row, ``column|detector`` of the first column holding an offending value, or null."""
+    exprs = []
+    for col, values in sorted(columns.items()):
+        if col not in frame.columns:
+            continue
+        table = pl.DataFrame(
+            {"v": list(values), "why": [f"{col}|{w.split(':', 1)[0]}" for w in values.values()]},
+            schema={"v": pl.String, "why": pl.String},
+        )
+        if frame.schema[col] == pl.List(pl.String):
+            hit = pl.col(col).list.eval(pl.element().is_in(table["v"].implode())).list.any()
+            first_why = table["why"][0]
+            exprs.append(pl.when(hit).then(pl.lit(first_why)))
+        else:
+            mapping = dict(zip(table["v"].to_list(), table["why"].to_list(), strict=True))
+            exprs.append(
+                pl.col(col).cast(pl.String).replace_strict(mapping, default=None,
+                                                           return_dtype=pl.String)
+            )  # fmt: skip
+    if not exprs:
+        return pl.Series("r", [None] * frame.height, dtype=pl.String)
+    return frame.select(pl.coalesce(exprs).alias("r")).to_series()
+
+
+def run_gate(staging: Path, policy, key: bytes, withheld: dict | None = None) -> dict:
+    """Scan a run's staging area; the manifest's ``gate`` entry (verdict, findings, counts).
+
+    Runs after ``withhold``: any finding left (in a shareable output, a metadata value, a
+    partition path, a restricted row that withholding could not remove) and any systemic
+    finding of ``withheld`` refuses the release.
+    """
     import time
 
     from anonymize.releases import pseudonym_columns
 
     t = time.perf_counter()
-    canaries = load_canaries(staging)
+    canaries = load_canaries(staging, key)
     pseudo = {name: pseudonym_columns(policy, name) for name in policy.datasets}
-    findings = scan(staging, canaries, pseudo)
+    findings = scan(staging, canaries, pseudo, free_text=free_text_columns(policy))
+    findings += [Finding(**f) for f in (withheld or {}).get("systemic", [])]
     # Unicity of the event datasets a release lets out, against the release's threshold.
     checks = []
     for name, spec in policy.releases.items():
@@ -399,6 +518,7 @@ def run_gate(staging: Path, policy) -> dict:
         "verdict": "refused" if findings else "pass",
         "findings": [f.to_dict() for f in findings],
         "canaries": canaries.height,
+        "withheld": (withheld or {}).get("rows", {}),
         "unicity_checks": checks,
         "seconds": round(time.perf_counter() - t, 3),
         "volumes": volumes(staging),
@@ -481,25 +601,33 @@ def volumes(root: Path) -> list[dict]:
     return [{"dataset": d, "date": day, "rows": n} for (d, day), n in sorted(counts.items())]
 
 
-def canaries_from_landing(landing: Path, policy) -> tuple[pl.DataFrame, list[str]]:
+def canaries_from_landing(
+    landing: Path, policy, key: bytes | None = None
+) -> tuple[Canaries, list[str]]:
     """Canaries of every readable file of a landing zone (for an audit after the fact).
 
-    Returns the canaries and the relative paths of the files that could not be read.
+    Hashed under ``key`` (a fresh random key by default: the audit matches them in the same
+    process). Returns the canaries and the relative paths of the files that could not be read.
     """
+    import os
+
+    from anonymize.canaries import collect
     from anonymize.errors import ContractError, InputError
     from anonymize.pipeline import _canary_columns
     from anonymize.publish import discover
     from anonymize.sources import open_source
 
+    canaries = Canaries(key or os.urandom(32))
+    vocab = policy.web_vocabulary
     frames, unreadable = [], []
     for path, family in discover(Path(landing)):
         try:
             source = open_source(Path(path), family)
             cols = _canary_columns(source.contract, policy.dataset_for(source.contract))
             for batch in source.reader.batches(policy.batch_rows):
-                frames.append(collect_canaries(batch.frame, *cols))
+                frames.append(collect(batch.frame, cols, canaries, vocab))
         except (OSError, InputError, ContractError):
             unreadable.append(Path(path).relative_to(landing).as_posix())
-    if not frames:
-        return pl.DataFrame(schema={"kind": pl.String, "value": pl.String}), unreadable
-    return pl.concat(frames).unique(subset="value", keep="first"), unreadable
+    if frames:
+        canaries.table = pl.concat(frames).unique(subset="h", keep="first").sort("h")
+    return canaries, unreadable

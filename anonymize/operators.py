@@ -34,7 +34,14 @@ from anonymize.identifiers import (
     uri_domain,
 )
 from anonymize.keys import KeyRing
-from anonymize.web import generalize_ip_value, url_host, url_template_value, user_agent_parts
+from anonymize.web import (
+    DEFAULT_WEB,
+    WebVocabulary,
+    generalize_ip_value,
+    referer_site,
+    url_template_value,
+    user_agent_parts,
+)
 
 # Output type of an operator: a fixed name, or "same" (the input column's type).
 OutputType = str
@@ -69,6 +76,8 @@ class OpContext:
     default_phone_region: str = "US"
     region_pools: dict[str, tuple[str, ...]] = field(default_factory=dict)
     scope: str = "restricted"
+    # What free text of web logs may pass: vocabulary, routes, known sites (the policy's web:).
+    web: WebVocabulary = DEFAULT_WEB
     # Join sources of the run: contract name -> frame (key, pseudonym). Set per file.
     lookups: dict[str, pl.DataFrame] = field(default_factory=dict, repr=False)
     _keys: dict[str, bytes] = field(default_factory=dict, repr=False)
@@ -503,11 +512,12 @@ def url_template(expr: pl.Expr, *, options: UrlTemplateOptions, ctx: OpContext |
     """A request path as a template; only allowlisted query keys keep their values."""
     allow, part = options.allow_query, options.part
     memo = ctx.cache(f"url_template/{allow}/{part}") if ctx is not None else None
+    vocab = ctx.web if ctx is not None else DEFAULT_WEB
 
     def one(v: str) -> str | None:
         if part == "query" and "?" not in v and not v.startswith(("/", "*")) and "://" not in v:
             v = "/?" + v  # a bare query string
-        out = url_template_value(v, allow)
+        out = url_template_value(v, allow, vocab)
         path, _, query = out.partition("?")
         if part == "path":
             return path
@@ -520,9 +530,12 @@ def url_template(expr: pl.Expr, *, options: UrlTemplateOptions, ctx: OpContext |
 
 @register("url_host", options=NoOptions, accepts={"string"}, output="string")
 def url_host_op(expr: pl.Expr, *, options: NoOptions, ctx: OpContext | None) -> pl.Expr:
-    """Keep only the host of a URL (a referer's search terms and tokens are dropped)."""
+    """The known site a URL belongs to (``google.com``), ``{site}`` for any other host (a
+    personal page may name its owner), null without a host. Search terms and paths are dropped.
+    Known sites: the policy's ``web.known_sites``, the organisation's domains and common ones."""
     memo = ctx.cache("url_host") if ctx is not None else None
-    return map_unique(expr, url_host, return_dtype=pl.String(), cache=memo)
+    vocab = ctx.web if ctx is not None else DEFAULT_WEB
+    return map_unique(expr, lambda v: referer_site(v, vocab), return_dtype=pl.String(), cache=memo)
 
 
 class UserAgentOptions(Options):

@@ -23,9 +23,10 @@ from pathlib import Path
 
 import polars as pl
 
+from anonymize.canaries import Canaries, Hint, collect
 from anonymize.contracts import Contract, load_output_schema
 from anonymize.errors import ContractError, InputError
-from anonymize.gate import CANARIES, collect_canaries, run_gate
+from anonymize.gate import CANARIES, canary_key, run_gate, withhold
 from anonymize.keys import KeyRing
 from anonymize.ledger import IncrementalBatch, Ledger, Scope
 from anonymize.operators import (
@@ -85,6 +86,7 @@ def make_context(policy: Policy, keyring: KeyRing, scope: str = "restricted") ->
         default_phone_region=policy.organization.default_phone_region,
         region_pools=dict(policy.regions),
         scope=scope,
+        web=policy.web_vocabulary,
     )
 
 
@@ -282,30 +284,47 @@ def process_file(
     return result
 
 
-def _canary_columns(contract: Contract, ds: DatasetPolicy | None) -> tuple[list[str], list[str]]:
-    """Raw header names of the PD columns whose values are canaries: (whole values, embedded).
+def _canary_columns(contract: Contract, ds: DatasetPolicy | None) -> dict[str, Hint]:
+    """Raw header names of the columns whose values are canaries, with how to read them.
 
-    Columns turned into URL templates give only the identifiers embedded in them (emails): a
-    template of a path without any identifier in it is the path itself, and would be taken for
-    a leak. Columns marked ``canary: false`` (per-record random tokens) give none.
+    Every Personal Data column (but per-record random tokens, ``canary: false``), read by the
+    rule that anonymises it: an X-Forwarded-For chain element by element (``generalize_ip``), a
+    request path by what its template would not publish (``url_template``), a referer by its
+    host and its free text (``url_host``); and the user agents (``user_agent``), whose product
+    names can name a person or an app.
     """
-    templated = {r.column for r in (ds.rules if ds else ()) if r.spec.name == "url_template"}
-    pd_cols = {
-        c.name for c in contract.columns
-        if c.privacy == "PD" and c.canary and c.type in ("string", "guid", "ip")
+    by_rule = {
+        "generalize_ip": "chain", "url_template": "url", "url_host": "referer",
+        "user_agent": "user_agent",
     }  # fmt: skip
-    headers = contract.aliases.items()
-    whole = sorted(h for h, c in headers if c in pd_cols and c not in templated)
-    embedded = sorted(h for h, c in headers if c in pd_cols and c in templated)
-    return whole, embedded
+    hints: dict[str, Hint] = {}
+    for r in ds.rules if ds else ():
+        if r.column is not None and r.spec.name in by_rule:
+            hints.setdefault(r.column, by_rule[r.spec.name])  # type: ignore[arg-type]
+    out: dict[str, Hint] = {}
+    for header, name in contract.aliases.items():
+        c = contract.column_map[name]
+        if not c.canary or c.type not in ("string", "guid", "ip"):
+            continue
+        hint = hints.get(name, "plain")
+        if c.privacy == "PD" or hint == "user_agent":
+            out[header] = hint
+    return dict(sorted(out.items()))
 
 
 def _write_canaries(frames: list[pl.DataFrame], staging: Path, file_tag: str) -> None:
-    """Keep the file's canaries in the run's restricted staging area (deleted with it)."""
+    """Keep the file's canaries (keyed hashes, no raw value) in the run's staging area."""
     if frames:
         target = staging / CANARIES / f"{file_tag}.parquet"
         target.parent.mkdir(parents=True, exist_ok=True)
-        pl.concat(frames).unique().write_parquet(target)
+        pl.concat(frames).unique().sort("h").write_parquet(target)
+
+
+def _canary_collector(contract: Contract, ds: DatasetPolicy | None, ctx: OpContext):
+    """A function from a raw batch to its hashed canary forms."""
+    columns = _canary_columns(contract, ds)
+    canaries = Canaries(canary_key(ctx.keyring))
+    return lambda frame: collect(frame, columns, canaries, ctx.web)
 
 
 def _inputs_digest(sha256: str, contract: Contract) -> str:
@@ -385,6 +404,7 @@ def _stage_side_table(
     qdir: Path,
     file_tag: str,
     result: FileResult,
+    ctx: OpContext,
 ) -> FileResult:
     """Read a file that publishes nothing itself into a table staged for later files of the run.
 
@@ -393,11 +413,11 @@ def _stage_side_table(
     never a raw identifier.
     """
     frames, canaries, quarantined = [], [], Counter[str]()
-    canary_cols = _canary_columns(contract, policy.dataset_for(contract))
+    collect_canaries = _canary_collector(contract, policy.dataset_for(contract), ctx)
     try:
         for i, batch in enumerate(prefetch(reader.batches(policy.batch_rows))):
             result.rows_read += batch.rows_read
-            canaries.append(collect_canaries(batch.frame, *canary_cols))
+            canaries.append(collect_canaries(batch.frame))
             typed = type_frame(contract, batch.frame)
             quarantined += _write_quarantine(
                 batch.frame, typed[REASON], batch, qdir / f"{file_tag}-{i:05d}.parquet"
@@ -440,7 +460,17 @@ def _process_lookup(
     select = [pl.col(spec.key).cast(pl.String).alias("key"), pseudo.alias("pseudonym")]
     qdir = quarantine / contract.name
     return _stage_side_table(
-        reader, contract, policy, select, ["key"], "join_source", staging, qdir, file_tag, result
+        reader,
+        contract,
+        policy,
+        select,
+        ["key"],
+        "join_source",
+        staging,
+        qdir,
+        file_tag,
+        result,
+        ctx,
     )
 
 
@@ -462,7 +492,7 @@ def _process_companion(
     reason = f"merged_into:{contract.merge_into}"
     qdir = quarantine / ds.name
     return _stage_side_table(
-        reader, contract, policy, select, key_cols, reason, staging, qdir, file_tag, result
+        reader, contract, policy, select, key_cols, reason, staging, qdir, file_tag, result, ctx
     )
 
 
@@ -502,11 +532,11 @@ def _process_batches(
     out_columns, out_types = list(out_schema.columns), out_schema.polars_schema
     partitions: set[str] = set()
 
-    canary_cols = _canary_columns(contract, ds)
+    collect_canaries = _canary_collector(contract, ds, ctx)
     canaries: list[pl.DataFrame] = []
     for i, batch in enumerate(prefetch(reader.batches(policy.batch_rows))):
         result.rows_read += batch.rows_read
-        canaries.append(collect_canaries(batch.frame, *canary_cols))
+        canaries.append(collect_canaries(batch.frame))
         typed = type_frame(contract, batch.frame).with_columns(
             pl.col(date_col).dt.date().alias("__date"), region.alias("__region")
         )
@@ -692,6 +722,17 @@ def stage_releases(
     }
 
 
+def withhold_findings(
+    staging: Path, quarantine: Path, policy: Policy, keyring: KeyRing, results: list[dict]
+) -> dict:
+    """Before the releases: rows of the staged restricted datasets that carry a canary or a
+    detector hit go to the quarantine (``results`` updated in place); see ``gate.withhold``."""
+    from anonymize.gate import load_canaries
+
+    canaries = load_canaries(staging, canary_key(keyring))
+    return withhold(staging, quarantine, canaries, policy, results)
+
+
 GroupFn = Callable[[list[PlannedFile], dict[str, list[str]], dict[str, list[str]]], list[dict]]
 
 
@@ -828,7 +869,6 @@ def _run_local(
         ]
 
     raw = read_batch(batch, run_group, staging, quarantine)
-    results = [FileResult(**r) for r in raw]
     if report is not None:
         report["affected"] = sorted(batch.affected)
     if not batch.affected:
@@ -836,10 +876,12 @@ def _run_local(
         if raw:
             batch.commit(raw, run_id)
             batch.ledger.save(out)
-        return results, []
+        return [FileResult(**r) for r in raw], []
+    withheld = withhold_findings(staging, quarantine, policy, keyring, raw)
+    results = [FileResult(**r) for r in raw]
     shas = [r.sha256 for r in results if r.status == "processed" and r.sha256]
     entries = stage_releases(releases, policy, keyring, staging, shas)
-    gate = run_gate(staging, policy)
+    gate = run_gate(staging, policy, canary_key(keyring), withheld)
     if report is not None:
         report["releases"] = entries
         report["gate"] = gate

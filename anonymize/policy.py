@@ -50,6 +50,41 @@ class Organization(BaseModel):
     default_phone_region: str = "US"
 
 
+class WebSettings(BaseModel):
+    """Free text in web logs that may pass (see ``anonymize.web``): the site's own path words,
+    the route templates whose placeholders hold identifiers, and the sites a referer may name.
+
+    Each list adds to the shipped defaults (``anonymize.vocabulary``, ``web.DEFAULT_ROUTES``,
+    ``web.DEFAULT_SITES`` and the organisation's own domains)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    vocabulary: tuple[str, ...] = ()
+    routes: tuple[str, ...] = ()
+    known_sites: tuple[str, ...] = ()
+
+    def compiled(self, own_domains: tuple[str, ...] = (), words: tuple[str, ...] = ()):
+        """The vocabulary operators and the gate use; ``words`` adds the query keys that
+        ``url_template`` rules allowlist (declared by the policy, so known words)."""
+        from anonymize.web import DEFAULT_ROUTES, DEFAULT_SITES, WebVocabulary
+
+        return WebVocabulary.build(
+            (*self.vocabulary, *words),
+            (*self.routes, *DEFAULT_ROUTES),
+            (*self.known_sites, *own_domains, *DEFAULT_SITES),
+        )
+
+
+class GateSettings(BaseModel):
+    """The privacy gate: rows of restricted event datasets that carry a finding are withheld
+    (quarantined) unless they are more than ``max_withheld_share`` of a dataset's rows, when
+    the finding is taken as systemic and the run is refused."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    max_withheld_share: float = Field(default=0.001, ge=0, le=0.05)
+
+
 class Partition(BaseModel):
     """Where a dataset's partition keys come from.
 
@@ -110,6 +145,17 @@ class Policy:
     batch_rows: int
     datasets: dict[str, DatasetPolicy]
     releases: dict[str, ReleaseSpec] = field(default_factory=dict)
+    web: WebSettings = field(default_factory=WebSettings)
+    gate: GateSettings = field(default_factory=GateSettings)
+
+    @property
+    def web_vocabulary(self):
+        """The compiled web vocabulary (``WebSettings.compiled``) of this policy."""
+        allowed = sorted(
+            {k for ds in self.datasets.values() for r in ds.rules
+             for k in getattr(r.options, "allow_query", ())}
+        )  # fmt: skip
+        return self.web.compiled(self.organization.own_domains, tuple(allowed))
 
     def dataset_for(self, contract: Contract) -> DatasetPolicy | None:
         for ds in self.datasets.values():
@@ -152,6 +198,8 @@ class _RawPolicy(BaseModel):
     regions: dict[str, list[str]] = Field(default_factory=dict)
     batch_rows: int = Field(default=500_000, ge=1_000)
     datasets: dict[str, _RawDataset]
+    web: WebSettings = WebSettings()
+    gate: GateSettings = GateSettings()
 
 
 def _pydantic_problems(where: str, exc: ValidationError) -> list[str]:
@@ -425,4 +473,6 @@ def load_policy(path: str | Path | Any) -> Policy:
         batch_rows=raw.batch_rows,
         datasets=datasets,
         releases=dict(raw.releases),
+        web=raw.web,
+        gate=raw.gate,
     )

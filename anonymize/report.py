@@ -34,6 +34,16 @@ def _incremental_lines(inc: dict) -> list[str]:
     ]
 
 
+def _withheld_rows(gate: dict) -> list[list]:
+    """(dataset, column, detector, rows, share of the dataset) of the rows the gate withheld."""
+    out = []
+    for dataset, entry in sorted((gate.get("withheld") or {}).items()):
+        for col, detectors in sorted(entry["columns"].items()):
+            for det, n in sorted(detectors.items()):
+                out.append([dataset, col, det, n, f"{entry['share']:.4%}"])
+    return out
+
+
 def render_markdown(manifest: dict) -> str:
     """The report as Markdown."""
     t = manifest["totals"]
@@ -57,6 +67,11 @@ def render_markdown(manifest: dict) -> str:
             [[f["area"], f["dataset"], f["column"], f["detector"], f["rows"]]
              for f in gate["findings"]],
         )  # fmt: skip
+        lines.append("")
+    withheld = _withheld_rows(gate)
+    if withheld:
+        lines += ["## Rows withheld by the gate (quarantined, the rest published)", ""]
+        lines += _markdown_table(["dataset", "column", "detector", "rows", "share"], withheld)
         lines.append("")
     lines += [
         f"Totals: {t['files']} file(s), {t['files_refused']} refused, {t['rows_read']} rows read, "
@@ -182,6 +197,13 @@ def render_html(manifest: dict) -> str:
         for f in gate["findings"]:
             cells = [f["area"], f["dataset"], f["column"], f["detector"], str(f["rows"])]
             parts.append("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>")
+        parts.append("</table>")
+    withheld = _withheld_rows(gate)
+    if withheld:
+        head = "".join(f"<th>{h}</th>" for h in ("dataset", "column", "detector", "rows", "share"))
+        parts.append(f"<h2>Rows withheld by the gate</h2><table id='withheld'><tr>{head}</tr>")
+        for row in withheld:
+            parts.append("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>")
         parts.append("</table>")
     for title, svg in _charts(manifest):
         parts.append(f"<h2>{html.escape(title)}</h2><figure class='chart'>{svg}</figure>")

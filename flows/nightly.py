@@ -29,7 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from anonymize import __version__
 from anonymize.errors import CdranonError, TransientReadError, transient_read_failure
-from anonymize.gate import run_gate
+from anonymize.gate import canary_key, run_gate
 from anonymize.keys import KeyRing
 from anonymize.ledger import IncrementalBatch, Ledger, Scope
 from anonymize.pipeline import (
@@ -38,6 +38,7 @@ from anonymize.pipeline import (
     process_file,
     read_batch,
     stage_releases,
+    withhold_findings,
 )
 from anonymize.policy import DEFAULT_POLICY, Policy, load_policy
 from anonymize.publish import (
@@ -229,10 +230,31 @@ def release_task(params: RunParams, run_id: str, input_sha256s: list[str]) -> di
     return entries
 
 
+@task(name="withhold", cache_policy=NO_CACHE, persist_result=False)
+def withhold_task(params: RunParams, run_id: str, results: list[dict]) -> tuple[dict, list[dict]]:
+    """Move the staged restricted rows that carry a finding to the quarantine (counts only)."""
+    policy = _policy(params)
+    results = [dict(r, rows_quarantined=dict(r["rows_quarantined"])) for r in results]
+    withheld = withhold_findings(
+        params.out / STAGING / run_id,
+        params.out / QUARANTINE / run_id,
+        policy,
+        load_keyring(params, policy),
+        results,
+    )
+    log = get_run_logger()
+    for dataset, entry in withheld["rows"].items():
+        where = ", ".join(f"{c}: {d}" for c, d in sorted(entry["columns"].items()))
+        log.warning("gate: %d row(s) of %s withheld (%s)", entry["rows"], dataset, where)
+    return withheld, results
+
+
 @task(name="privacy-gate", cache_policy=NO_CACHE, persist_result=False)
-def gate_task(params: RunParams, run_id: str) -> dict:
+def gate_task(params: RunParams, run_id: str, withheld: dict) -> dict:
     """Scan everything staged for canaries and detectors; findings never carry a value."""
-    gate = run_gate(params.out / STAGING / run_id, _policy(params))
+    policy = _policy(params)
+    key = canary_key(load_keyring(params, policy))
+    gate = run_gate(params.out / STAGING / run_id, policy, key, withheld)
     log = get_run_logger()
     for f in gate["findings"]:
         log.error(
@@ -380,10 +402,11 @@ def cdranon_run(params: RunParams) -> dict:
             batch.ledger.save(params.out)
         else:
             progress.report("release", 0, 1)
+            withheld, results = withhold_task(params, run_id, results)
             shas = [r["sha256"] for r in results if r["status"] == "processed" and r["sha256"]]
             releases = release_task(params, run_id, shas)
             progress.report("gate", 0, 1)
-            gate = gate_task(params, run_id)
+            gate = gate_task(params, run_id, withheld)
             if gate["verdict"] == "pass":
                 progress.report("publish", 0, 1)
                 published = publish_task(params, run_id, sorted(batch.affected), list(releases))

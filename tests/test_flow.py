@@ -189,16 +189,18 @@ def test_full_run_publishes_and_an_empty_landing_publishes_nothing(
 def test_a_leaky_policy_is_refused_by_the_gate_and_the_cli_says_why(
     prefect_harness, sample_landing, tmp_path
 ):
+    # A user agent is a quasi-identifier, so a policy may keep it: whole user agents are
+    # canaries (a bot or an app can be named after a person), found in most rows: systemic.
     text = DEFAULT_POLICY.read_text()
-    rule = "cs-uri-query: {op: url_template, part: query, allow_query: [lang"
+    rule = "- {op: user_agent, part: browser, plus_is_space: true, as: browser}"
     leaky = tmp_path / "leaky.yaml"
-    leaky.write_text(text.replace(rule, rule.replace("[lang", "[sipuri, lang")))
+    leaky.write_text(text.replace(rule, "- {op: keep, as: browser}"))
     out = tmp_path / "out"
     args = ["run", "--landing", str(sample_landing), "--out", str(out), "--dev-key"]
     result = runner.invoke(app, [*args, "--policy", str(leaky)])
     assert result.exit_code == EXIT_NOT_PUBLISHED
     assert "privacy gate" in result.output
-    assert "web_requests.query: email" in result.output
+    assert "web_requests.browser: systemic:canary" in result.output
     assert not (out / "restricted").exists()
     assert not (out / "shareable").exists()
     manifest = json.loads(next((out / "_manifests").glob("*.json")).read_text())

@@ -23,7 +23,24 @@ from anonymize.synth_sources import generate_all
 from tests.conftest import SAMPLE
 
 runner = CliRunner()
-NO_CANARIES = pl.DataFrame(schema={"kind": pl.String, "value": pl.String})
+NO_CANARIES = None
+
+
+def _raw_values(landing: Path, column: str) -> list[str]:
+    """Distinct raw values of one input column anywhere in a landing zone (test material)."""
+    from anonymize.publish import discover
+    from anonymize.sources import open_source
+
+    out: set[str] = set()
+    for path, family in discover(landing):
+        try:
+            source = open_source(Path(path), family)
+        except Exception:
+            continue
+        for batch in source.reader.batches(100_000):
+            if column in batch.frame.columns:
+                out |= set(batch.frame[column].drop_nulls().to_list())
+    return sorted(out)
 
 
 @pytest.mark.parametrize(
@@ -119,7 +136,7 @@ def test_metadata_and_partition_paths_are_scanned(clean_run, policy, tmp_path):
     shutil.copytree(root / "out" / "restricted", out / "restricted")
     victim = next((out / "restricted" / "lync_sessions").rglob("*.parquet"))
     table = pq.read_table(victim)
-    email = sorted(v for v in canaries["value"].to_list() if "@" in v)[0]
+    email = next(v for v in _raw_values(root / "landing", "FromUri") if "@" in v)
     meta = {**(table.schema.metadata or {}), b"cdranon.note": email.encode()}
     pq.write_table(table.replace_schema_metadata(meta), victim)
     odd = out / "restricted" / "web_requests" / "date=2026-11-23" / f"region={email}"
@@ -138,7 +155,8 @@ def test_key_value_metadata_written_by_polars_is_scanned(clean_run, policy, tmp_
     out = tmp_path / "out"
     shutil.copytree(root / "out" / "restricted", out / "restricted")
     victim = next((out / "restricted" / "web_requests").rglob("*.parquet"))
-    phone = next(v for v in canaries["value"].to_list() if v.startswith("+") and len(v) > 9)
+    uri = next(v for v in _raw_values(root / "landing", "ToUri") if "user=phone" in v)
+    phone = uri.split("@", 1)[0]  # +14255550100
     pl.read_parquet(victim).write_parquet(victim, metadata={"cdranon.note": f"call {phone}"})
     assert pq.read_schema(victim).metadata is None  # invisible to a schema-only reader
     pseudo = {n: pseudonym_columns(policy, n) for n in policy.datasets}
@@ -177,7 +195,7 @@ def test_a_statistic_cell_below_k_is_a_finding(clean_run, policy, tmp_path):
     frame.with_columns(pl.lit(3, dtype=frame.schema["people"]).alias("people")).write_parquet(
         victim
     )
-    gate = run_gate(staging, policy)
+    gate = run_gate(staging, policy, b"k" * 32)
     assert gate["verdict"] == "refused"
     assert {(f["dataset"], f["detector"]) for f in gate["findings"]} == {
         ("partner/usage_sessions", "below_k")
@@ -185,7 +203,7 @@ def test_a_statistic_cell_below_k_is_a_finding(clean_run, policy, tmp_path):
 
 
 def test_cdranon_scan_audits_an_output_after_the_fact(clean_run, tmp_path):
-    root, canaries, _ = clean_run
+    root, _, _ = clean_run
     ok = runner.invoke(
         app, ["scan", "--out", str(root / "out"), "--landing", str(root / "landing")]
     )
@@ -195,7 +213,7 @@ def test_cdranon_scan_audits_an_output_after_the_fact(clean_run, tmp_path):
     shutil.copytree(root / "out" / "restricted", out / "restricted")
     victim = next((out / "restricted" / "web_requests").rglob("*.parquet"))
     frame = pl.read_parquet(victim)
-    email = sorted(v for v in canaries["value"].to_list() if "@" in v)[0]
+    email = next(v for v in _raw_values(root / "landing", "FromUri") if "@" in v)
     frame.with_columns(pl.lit(email).alias("query")).write_parquet(victim)
     bad = runner.invoke(app, ["scan", "--out", str(out), "--landing", str(root / "landing")])
     assert bad.exit_code == 1
@@ -233,3 +251,20 @@ def test_the_html_report_renders_in_a_headless_browser(clean_run, tmp_path):
     subprocess.run([*args, "--window-size=1000,1600", f"--screenshot={shot}", page.as_uri()],
                    capture_output=True, timeout=120, check=True)  # fmt: skip
     assert shot.stat().st_size > 20_000  # charts drawn, not a blank page
+
+
+def test_any_shareable_finding_refuses_the_release(clean_run, policy, tmp_path):
+    from anonymize.gate import run_gate
+
+    root, _, _ = clean_run
+    staging = tmp_path / "staging"
+    shutil.copytree(root / "out" / "shareable", staging / "shareable")
+    victim = next((staging / "shareable" / "partner" / "usage_sessions").rglob("*.parquet"))
+    frame = pl.read_parquet(victim)
+    leak = "/u/jane.doe%2540contoso.com"  # an email encoded twice
+    frame.with_columns(pl.lit(leak).alias("client")).write_parquet(victim)
+    gate = run_gate(staging, policy, b"k" * 32)
+    assert gate["verdict"] == "refused"
+    assert {(f["area"], f["dataset"], f["detector"]) for f in gate["findings"]} == {
+        ("shareable", "partner/usage_sessions", "email")
+    }

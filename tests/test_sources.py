@@ -323,18 +323,18 @@ def test_connect_csv_download_is_read_like_the_xml(tmp_path, policy, dev_keyring
     assert df["duration_s"].to_list() == [3600.0]
 
 
-def test_the_gate_refuses_a_policy_that_lets_emails_through(all_sources, tmp_path):
-    """Allowlisting IIS's sipuri query key leaks emails: the gate names the column and the
-    detectors, and nothing at all is published."""
+def test_the_gate_refuses_a_policy_that_lets_identifiers_through(all_sources, tmp_path):
+    """A policy that keeps the raw user agent (a quasi-identifier, so allowed) publishes a
+    canary in most rows: the gate names the column, and nothing at all is published."""
     from anonymize.keys import KeyRing
     from anonymize.policy import DEFAULT_POLICY, load_policy
 
     world, _, out = all_sources
     text = DEFAULT_POLICY.read_text()
-    iis_rule = "cs-uri-query: {op: url_template, part: query, allow_query: [lang"
-    assert iis_rule in text
+    rule = "- {op: user_agent, part: browser, plus_is_space: true, as: browser}"
+    assert rule in text
     leaky = tmp_path / "leaky.yaml"
-    leaky.write_text(text.replace(iis_rule, iis_rule.replace("[lang", "[sipuri, lang")))
+    leaky.write_text(text.replace(rule, "- {op: keep, as: browser}"))
     report: dict = {}
     _, published = run_local(out.parent / "landing", tmp_path / "out", policy=load_policy(leaky),
                              keyring=KeyRing.development(), run_id="r", report=report)  # fmt: skip
@@ -344,8 +344,7 @@ def test_the_gate_refuses_a_policy_that_lets_emails_through(all_sources, tmp_pat
     gate = report["gate"]
     assert gate["verdict"] == "refused"
     hits = {(f["dataset"], f["column"], f["detector"]) for f in gate["findings"]}
-    assert ("web_requests", "query", "email") in hits
-    assert ("web_requests", "query", "canary") in hits
+    assert ("web_requests", "browser", "systemic:canary") in hits
     text = str(gate["findings"]).lower()
     assert not any(v.lower() in text for v in world.identifiers()["email"])  # no value quoted
 
