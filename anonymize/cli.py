@@ -457,7 +457,8 @@ def check_policy(
 
 @app.command()
 def keygen() -> None:
-    """Print a new random master key (hex). Keep it secret; set it as CDRANON_MASTER_KEY."""
+    """Print a new random master key with its random key id. Keep it secret; set it as
+    CDRANON_MASTER_KEY (or in the Secret block the policy names)."""
     from anonymize.keys import generate_key
 
     sys.stdout.write(generate_key() + "\n")

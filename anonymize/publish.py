@@ -15,6 +15,7 @@ half-written run. Each staged partition replaces its live twin by two renames on
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -63,6 +64,30 @@ def recover(out: Path) -> list[str]:
     return restored
 
 
+PRIVATE = ("restricted", QUARANTINE, STAGING, MANIFESTS, TRASH, "_ledger.json", LOCK)
+
+
+def owner_only() -> None:
+    """Make everything this process creates from now on readable by its owner alone.
+
+    Pseudonymised events, quarantined raw rows, staging, manifests and the ledger are private:
+    a crash (``kill -9``) must leave nothing readable by other users of the machine. Called by
+    the run (and by every task, which may run in a Dask worker process of its own).
+    """
+    os.umask(0o077)
+
+
+def lock_down(out: Path) -> None:
+    """Owner-only modes on what an earlier run (or an earlier version) left readable."""
+    for name in PRIVATE:
+        top = Path(out) / name
+        if not top.exists():
+            continue
+        for p in [top, *top.rglob("*")] if top.is_dir() else [top]:
+            with contextlib.suppress(OSError):
+                p.chmod(0o700 if p.is_dir() else 0o600)
+
+
 class RunLock:
     """Exclusive ownership of an output root by one run: ``<out>/_lock`` (host, pid, run id).
 
@@ -85,11 +110,12 @@ class RunLock:
         self.recovered: list[str] = []
 
     def acquire(self) -> RunLock:
+        owner_only()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         body = json.dumps({"host": os.uname().nodename, "pid": os.getpid(), "run_id": self.run_id})
         for _ in range(2):
             try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
             except FileExistsError:
                 try:
                     owner = json.loads(self.path.read_text())
@@ -107,6 +133,7 @@ class RunLock:
             with os.fdopen(fd, "w") as fh:
                 fh.write(body)
             self.recovered = recover(self.path.parent)
+            lock_down(self.path.parent)
             return self
         raise PublishError(f"could not take the lock {self.path}")
 

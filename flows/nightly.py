@@ -48,6 +48,7 @@ from anonymize.publish import (
     build_manifest,
     discover,
     new_run_id,
+    owner_only,
     publish_partitions,
     write_manifest,
 )
@@ -168,6 +169,7 @@ def process_task(
     fails in a way a retry may cure (a timeout, a network share) raises TransientReadError and
     is retried; when the retries run out the task, and so the run, fails.
     """
+    owner_only()  # a Dask worker is a process of its own
     log = get_run_logger()
     policy = _policy(params)
     try:

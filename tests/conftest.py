@@ -29,7 +29,8 @@ os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "data" / "sample"
 REAL_LOGS = ROOT.parent / "shared" / "data" / "real-logs"
-TEST_KEY = "3f" * 32  # a test master key (hex); never a real one
+# A test master key (hex, random bytes); never a real one.
+TEST_KEY = "9c1e5f0a7b3d2c8e46a1f09b5d7e3c2a81f4b6d0e9c7a5b3f1d2e8c4a6b09f7e"
 
 
 @pytest.fixture(scope="session")

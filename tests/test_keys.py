@@ -84,3 +84,40 @@ def test_generated_keys_are_random_and_valid():
     a, b = generate_key(), generate_key()
     assert a != b
     assert len(parse_key(a)) == 32
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "windowwindowwindowwindowwindowwindowwindowwindow",  # a word that decodes as base64
+        "ab" * 32,  # hex of a repeated byte pair
+        base64.b64encode(b"correct horse battery staple 1234").decode(),  # a passphrase
+        base64.b64encode(bytes(range(16)) * 3).decode(),  # a repeated block
+    ],
+)
+def test_a_key_that_does_not_look_random_is_refused_without_echoing_it(text):
+    with pytest.raises(KeyError_) as exc:
+        parse_key(text)
+    assert "does not look random" in str(exc.value)
+    assert text not in str(exc.value)
+
+
+def test_base64_is_decoded_strictly():
+    good = base64.b64encode(RAW).decode()
+    with pytest.raises(KeyError_):
+        parse_key(good[:10] + "!" + good[11:])  # not silently dropped
+    with pytest.raises(KeyError_):
+        parse_key(good.replace("+", "-", 1) + "/")  # url-safe and standard mixed
+
+
+def test_keygen_key_ids_are_random_and_test_no_guess():
+    from anonymize.keys import key_id, parse_key_and_id
+
+    text = generate_key()
+    raw, given = parse_key_and_id(text)
+    ring = KeyRing.load(environ={ENV_VAR: text})
+    assert ring.key_id == given == "k-" + text.split(":")[1]
+    assert ring.key_id != key_id(raw)  # not computed from the key: a guess cannot be checked
+    assert ring.for_release("a").key_id != ring.for_release("b").key_id
+    assert ring.for_release("a").key_id != key_id(ring.derive("release/a"))
+    assert generate_key().split(":")[1] != text.split(":")[1]
