@@ -65,6 +65,17 @@ class DpSettings(BaseModel):
     max_minutes: float = Field(default=240.0, gt=0)  # per row
 
 
+class DominanceRule(BaseModel):
+    """An (n, k) dominance rule on magnitudes (minutes): a cell whose ``n`` largest contributors
+    (people) give more than ``max_share`` of its total is suppressed, as tau-Argus does for
+    magnitude tables: a published total would tell each dominant person's share."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    n: int = Field(ge=1, le=5)
+    max_share: float = Field(gt=0, le=1)
+
+
 class ReleaseSpec(BaseModel):
     """One recipient's release, as the policy declares it."""
 
@@ -83,6 +94,11 @@ class ReleaseSpec(BaseModel):
     # ... and when more than this share of its records sit in groups of fewer than k records
     # with the same quasi-identifiers (time, region, the categorical columns).
     max_share_below_k: float = Field(default=0.05, ge=0, le=1)
+    # Magnitudes (minutes): cells where a few people give most of the total are suppressed.
+    dominance: tuple[DominanceRule, ...] = (
+        DominanceRule(n=1, max_share=0.7),
+        DominanceRule(n=2, max_share=0.85),
+    )
 
 
 # --- statistics -------------------------------------------------------------------------------
@@ -144,7 +160,9 @@ def _sessions(scan: Callable[[str], pl.LazyFrame], hourly: bool):
         .otherwise(pl.lit("internal"))
         .alias("route"),
         (pl.col("duration_s").fill_null(0) / 60).alias("minutes"),
-        pl.concat_list(pl.col("from_user"), pl.col("to_user")).alias("__people"),
+        # The client, outcome and route describe the caller's side: the caller is the person
+        # a cell counts (a callee would let a cell reach k with people it says nothing of).
+        pl.concat_list(pl.coalesce(pl.col("from_user"), pl.col("to_user"))).alias("__people"),
         pl.coalesce(pl.col("from_user"), pl.col("to_user")).alias(OWNER),
     ).explode("modality")
     c = _time_dims(scan("lync_conference_sessions"), "session_hour", hourly)
@@ -289,6 +307,7 @@ class StatReport:
     published: int = 0
     suppressed: int = 0
     suppressed_rows: int = 0
+    dominated: int = 0
     dp: dict | None = None
 
     def to_dict(self) -> dict:
@@ -297,6 +316,7 @@ class StatReport:
             "published": self.published,
             "suppressed": self.suppressed,
             "suppressed_measure_total": self.suppressed_rows,
+            "suppressed_dominance": self.dominated,
         }
         if self.dp:
             out["dp"] = self.dp
@@ -345,6 +365,35 @@ def _accuracy(scale: float, integer: bool) -> float:
     if integer:
         return float(dp.discrete_laplacian_scale_to_accuracy(scale, 0.05))
     return float(dp.laplacian_scale_to_accuracy(scale, 0.05))
+
+
+def _dominated(
+    facts: pl.LazyFrame, keys: list[str], rules: tuple[DominanceRule, ...]
+) -> pl.DataFrame:
+    """The cells (``keys``) where a dominance rule holds: the ``n`` people who give the most
+    minutes give more than ``max_share`` of the cell's minutes."""
+    per_person = (
+        facts.group_by([*keys, OWNER])
+        .agg(pl.col("minutes").sum().alias("__m"))
+        .with_columns(
+            pl.col("__m").rank("ordinal", descending=True).over(keys).alias("__rank"),
+            pl.col("__m").sum().over(keys).alias("__total"),
+        )
+    )
+    tests = [
+        (
+            pl.col("__m").filter(pl.col("__rank") <= r.n).sum()
+            > r.max_share * pl.col("__total").first()
+        )
+        for r in rules
+    ]
+    return (
+        per_person.group_by(keys)
+        .agg(pl.any_horizontal(tests).alias("__dominated"), pl.col("__total").first())
+        .filter(pl.col("__dominated") & (pl.col("__total") > 0))
+        .select([*keys, "__dominated"])
+        .collect(engine="streaming")
+    )
 
 
 def compute_statistic(
@@ -410,8 +459,15 @@ def compute_statistic(
             "mechanism": "Laplace (OpenDP), k threshold on the noisy people count",
         }
     keep = pl.col("people") >= release.k
-    published = cells.filter(keep)
-    suppressed = cells.filter(~keep)
+    if "minutes" in stat.measures and release.dominance and not dp_on:
+        dominated = _dominated(facts, keys, release.dominance)
+        cells = cells.join(dominated, on=keys, how="left", nulls_equal=True)
+        report.dominated = cells.filter(keep & pl.col("__dominated").is_not_null()).height
+        keep = keep & pl.col("__dominated").is_null()
+        cells = cells.with_columns(keep.alias("__keep")).drop("__dominated")
+        keep = pl.col("__keep")
+    published = cells.filter(keep).drop("__keep", strict=False)
+    suppressed = cells.filter(~keep).drop("__keep", strict=False)
     report.published, report.suppressed = published.height, suppressed.height
     first = stat.measures[0]
     report.suppressed_rows = int(suppressed[first].sum() or 0) if not dp_on else 0

@@ -60,17 +60,53 @@ def _scan(frames: dict[str, pl.DataFrame]):
 def test_many_rows_from_few_people_are_suppressed():
     rows = [_session("u-aaa", "u-bbb") for _ in range(200)]  # 200 calls, two people
     rows += [
-        _session(f"u-{i:03d}", f"u-{i + 100:03d}", modalities=["im"]) for i in range(6)
-    ]  # 6 chats, 12 people
+        _session(f"u-{i:03d}", f"u-{i + 100:03d}", modalities=["im"]) for i in range(12)
+    ]  # 12 chats, 12 callers
     release = ReleaseSpec(recipient="r", statistics=("usage_sessions",), k=10)
     cells, margins, report = compute_statistic(
         STATISTICS["usage_sessions"], _scan({"lync_sessions": _sessions_frame(rows)}), release,
         KeyRing.development(),
     )  # fmt: skip
-    assert cells.select("modality", "sessions", "people").rows() == [("im", 6, 12)]
+    assert cells.select("modality", "sessions", "people").rows() == [("im", 12, 12)]
     assert (report.cells, report.published, report.suppressed) == (2, 1, 1)
     assert report.suppressed_rows == 200
-    assert margins.select("sessions", "people", "covers").rows() == [(6, 12, 1)]
+    assert margins.select("sessions", "people", "covers").rows() == [(12, 12, 1)]
+
+
+def _usage_sessions(rows: list[dict], **release) -> tuple[pl.DataFrame, object]:
+    spec = ReleaseSpec(recipient="r", statistics=("usage_sessions",), k=10, **release)
+    cells, _, report = compute_statistic(
+        STATISTICS["usage_sessions"], _scan({"lync_sessions": _sessions_frame(rows)}), spec,
+        KeyRing.development(),
+    )  # fmt: skip
+    return cells, report
+
+
+def test_callees_do_not_make_a_cell_reach_k():
+    """The client and outcome columns describe the caller: 6 callers reaching 6 other people
+    are a cell of 6, whatever the callees."""
+    rows = [_session(f"u-{i:03d}", f"u-{i + 100:03d}") for i in range(6)]
+    cells, report = _usage_sessions(rows)
+    assert cells.height == 0
+    assert report.suppressed == 1
+    cells, _ = _usage_sessions(rows + [_session(f"u-{i:03d}", "u-zzz") for i in range(6, 10)])
+    assert cells.select("sessions", "people").rows() == [(10, 10)]
+
+
+def test_a_cell_where_one_person_gives_most_minutes_is_suppressed():
+    """12 callers, one of whom talked 300 minutes and the others 3: the cell's minutes would
+    tell that person's own minutes almost exactly (dominance rule, not k)."""
+    rows = [_session("u-big", "u-x", minutes=300.0)]
+    rows += [_session(f"u-{i:03d}", "u-x", minutes=3.0) for i in range(11)]
+    rows += [_session(f"u-{i:03d}", "u-x", minutes=3.0, modalities=["video"]) for i in range(12)]
+    cells, report = _usage_sessions(rows)
+    assert cells["modality"].to_list() == ["video"]  # the balanced cell is published
+    assert report.dominated == 1
+    # Two people giving most of it are caught by the (2, 85 %) rule.
+    rows = [_session(f"u-big{j}", "u-x", minutes=200.0) for j in range(2)]
+    rows += [_session(f"u-{i:03d}", "u-x", minutes=3.0) for i in range(10)]
+    assert _usage_sessions(rows)[0].height == 0
+    assert _usage_sessions(rows, dominance=())[0].height == 1
 
 
 @pytest.fixture(scope="module")
