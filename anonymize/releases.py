@@ -10,9 +10,13 @@ Disclosure control
 ------------------
 - **k distinct people.** A cell is published only when at least ``k`` distinct people contribute
   to it: 200 calls by two people is a cell of two, and is suppressed. The people of a session are
-  its caller and callee; of a meeting, its participants; of a web request, its visitor (a daily
-  hash of network, browser, OS and device class, under a key derived for that day alone, never
-  stored, the way cookieless web analytics count visitors).
+  its caller (the client, outcome and route describe the caller's side); of a meeting, its
+  participants; of a web request, the signed-in user, else a visitor fingerprint that never
+  splits a person (no site, the first public network of a proxy chain, no network for phones,
+  the anonymous requests of a signed-in user's fingerprint are theirs), hashed under a key of
+  that day alone and never stored.
+- **Dominance.** A cell of minutes where the ``n`` people who give the most give more than
+  ``max_share`` of the total is suppressed too ((1, 70 %) and (2, 85 %) by default).
 - **Differencing.** A suppressed cell is never published, and the only margins published
   (``<statistic>_totals``, per date, hour if any, and region) are computed from the published
   cells alone. Every margin therefore equals the sum of its published cells: subtracting
@@ -245,7 +249,28 @@ def _joins(scan: Callable[[str], pl.LazyFrame], hourly: bool):
     return j, j.select(pl.all().exclude("user"), pl.col("user").alias(PERSON)).drop_nulls(PERSON)
 
 
+def _first_public(chain: pl.Expr) -> pl.Expr:
+    """The client's network: the first public network of a generalised chain (proxies append
+    theirs), over the unique chains only."""
+    from anonymize.web import first_public_network
+
+    def one(s: pl.Series) -> pl.Series:
+        uniq = s.unique().drop_nulls()
+        mapping = {v: first_public_network(v) for v in uniq.to_list()}
+        return s.replace_strict(mapping, default=None, return_dtype=pl.String)
+
+    return chain.map_batches(one, return_dtype=pl.String)
+
+
 def _web(scan: Callable[[str], pl.LazyFrame], hourly: bool):
+    """Page views; the person is the signed-in user, else a visitor fingerprint.
+
+    A fingerprint never splits one person: it has no site (an IIS log that changes its layout
+    mid-file names the site or not), its network is the client's first public one (direct or
+    through a proxy chain), a phone or tablet has none (it roams between carriers' networks),
+    and the anonymous requests of a fingerprint that a signed-in user had that day are that
+    user's. Fingerprints merge people rather than split them: the count errs low.
+    """
     w = _time_dims(scan("web_requests"), "request_hour", hourly).with_columns(
         (pl.col("status") // 100)
         .cast(pl.String)
@@ -256,13 +281,31 @@ def _web(scan: Callable[[str], pl.LazyFrame], hourly: bool):
         pl.col("browser").fill_null("unknown"),
         pl.col("device_class").fill_null("unknown"),
         pl.lit(1, dtype=pl.Int64).alias("page_views"),
-        pl.concat_str(
-            [
-                pl.col(c).fill_null("-")
-                for c in ("client_network", "browser", "os", "device_class", "site")
-            ],
-            separator="|",
-        ).alias(PERSON),
+        _first_public(
+            pl.concat_str(
+                [pl.col("forwarded_networks"), pl.col("client_network")],
+                separator=", ",
+                ignore_nulls=True,
+            )
+        ).alias("__network"),
+    )
+    parts = [pl.col(c).fill_null("-") for c in ("browser", "os", "device_class")]
+    mobile = pl.col("device_class").is_in(["mobile", "tablet"])
+    network = pl.when(mobile).then(pl.lit("roaming")).otherwise(pl.col("__network"))
+    w = w.with_columns(
+        pl.concat_str([network.fill_null("-"), *parts], separator="|").alias("__visitor")
+    )
+    signed_in = (
+        w.filter(pl.col("user").is_not_null())
+        .group_by("date", "__visitor")
+        .agg(pl.col("user").min().alias("__visitor_user"))
+    )
+    w = (
+        w.join(signed_in, on=["date", "__visitor"], how="left")
+        .with_columns(
+            pl.coalesce(pl.col("user"), pl.col("__visitor_user"), pl.col("__visitor")).alias(PERSON)
+        )
+        .drop("__network", "__visitor", "__visitor_user")
     )
     return w.with_columns(pl.col(PERSON).alias(OWNER)), w
 

@@ -88,7 +88,15 @@ def _day_times(rng: np.random.Generator, day: date, region: str, n: int) -> list
     return [base + timedelta(seconds=int(s)) for s in secs]
 
 
-def _apache_line(p: Person, attrs: dict[str, str], t: datetime, rng, world: World) -> str:
+def _roaming_address(rng) -> str:
+    """A phone's address on a carrier network: a new one for many requests."""
+    a, b = int(rng.integers(100, 200)), int(rng.integers(0, 255))
+    return f"{a}.{b}.{int(rng.integers(0, 255))}.{int(rng.integers(1, 255))}"
+
+
+def _apache_line(
+    p: Person, attrs: dict[str, str], t: datetime, rng, world: World, truth: int | None = None
+) -> str:
     local = p.sip.split("@", 1)[0]
     first, last = p.name.split(" ", 1)
     r = rng.random()
@@ -123,6 +131,11 @@ def _apache_line(p: Person, attrs: dict[str, str], t: datetime, rng, world: Worl
     size = int(rng.integers(200, 40000))
     ua = USER_AGENTS[int(rng.choice(len(USER_AGENTS), p=UA_WEIGHTS))]
     client = attrs["ip"]
+    if truth is not None:  # the writer's index in the size; phones roam between networks
+        size = truth * 1000 + size % 1000
+        ua = attrs.get("ua", ua)
+        if "Mobile" in ua and rng.random() < 0.6:
+            client = _roaming_address(rng)
     if rng.random() < 0.15:  # behind the load balancer: the client is in X-Forwarded-For
         client = f"{client}, 10.20.0.{int(rng.integers(2, 9))}"
     stamp = t.replace(tzinfo=UTC).strftime("%d/%b/%Y:%H:%M:%S +0000")
@@ -141,7 +154,10 @@ IIS_FIELDS_2 = (
 )
 
 
-def _iis_line(p: Person, attrs: dict[str, str], t: datetime, rng, world: World, layout: int) -> str:
+def _iis_line(
+    p: Person, attrs: dict[str, str], t: datetime, rng, world: World, layout: int,
+    truth: int | None = None,
+) -> str:  # fmt: skip
     local, domain = p.sip.split("@", 1)
     conf = "".join(rng.choice(list("ABCDEFGHJKLMNPQRSTUVWXYZ23456789"), 8))
     r = rng.random()
@@ -165,13 +181,19 @@ def _iis_line(p: Person, attrs: dict[str, str], t: datetime, rng, world: World, 
         stem, query = "/dialin/", "lang=en-US"
     else:
         stem, query = "/Reach/Client/WebPages/ReachJoin.aspx", f"xml={conf}&&reachLocale=en-US"
-    ua = USER_AGENTS[int(rng.choice(len(USER_AGENTS), p=UA_WEIGHTS))].replace(" ", "+")
-    status = 200 if rng.random() < 0.85 else int(rng.choice([401, 404, 500]))
+    ua = USER_AGENTS[int(rng.choice(len(USER_AGENTS), p=UA_WEIGHTS))]
     c_ip = attrs["ip"]
+    if truth is not None:  # as in _apache_line
+        ua = attrs.get("ua", ua)
+        if "Mobile" in ua and rng.random() < 0.6:
+            c_ip = _roaming_address(rng)
+    ua = ua.replace(" ", "+")
+    status = 200 if rng.random() < 0.85 else int(rng.choice([401, 404, 500]))
     _record(world, "ip", c_ip)
     stamp = t.strftime("%Y-%m-%d %H:%M:%S")
+    # time-taken: the writer's index in truth mode (the same draws either way)
     if layout == 1:
-        taken = str(int(rng.integers(5, 900)))
+        taken = str(int(rng.integers(5, 900)) if truth is None else truth * 1000 + 999)
         fields = [stamp, "10.10.1.5", "GET", stem, query, "443", user, c_ip, ua,
                   f"https://meet.{domain}/", str(status), "0", "0", taken]  # fmt: skip
     else:
@@ -179,24 +201,35 @@ def _iis_line(p: Person, attrs: dict[str, str], t: datetime, rng, world: World, 
         cookie = f"MRASCredentials={token};+sip={p.sip}"
         _record(world, "email", p.sip)
         _record(world, "cookie", cookie, token)
+        sizes = [str(int(rng.integers(300, 9000))), str(int(rng.integers(200, 900)))]
+        taken = str(int(rng.integers(5, 900)) if truth is None else truth * 1000 + 999)
         fields = [stamp, "W3SVC34578", "LYNCFE01", "10.10.1.5", "GET", stem, query, "443", user,
                   c_ip, "HTTP/1.1", ua, cookie, "-", f"meet.{domain}", str(status), "0", "0",
-                  str(int(rng.integers(300, 9000))), str(int(rng.integers(200, 900))),
-                  str(int(rng.integers(5, 900)))]  # fmt: skip
+                  *sizes, taken]  # fmt: skip
     return " ".join(fields)
 
 
 def generate_weblogs(
     out: Path, world: World, *, seed: int, requests: int, days: int = 2,
-    start: date = date(2026, 11, 23),
+    start: date = date(2026, 11, 23), truth: bool = False,
 ) -> None:  # fmt: skip
     """Write Apache (web site) and IIS (Lync web services) logs per region and day.
 
     ``weblogs/<REGION>/www/access-<day>.log`` (combined format; gzip on the second day) and
     ``weblogs/<REGION>/<front-end FQDN>/u_ex<yymmdd>.log`` (W3C, the layout changes mid-file).
+    With ``truth``, each person browses with one device of their own, phones roam between
+    carrier networks, and the writer of each line (its index in ``world.people``) is the
+    thousands of its size (Apache) or time-taken (IIS): a test reads who wrote each published
+    row back from the restricted dataset.
     """
     rng = np.random.default_rng(seed + 11)
     attrs = _person_attrs(world, seed)
+    index = {p.sip: i for i, p in enumerate(world.people)}
+    if truth:
+        devices = np.random.default_rng(seed + 13)
+        weights = np.array(UA_WEIGHTS[:-1]) / sum(UA_WEIGHTS[:-1])
+        for a in attrs.values():
+            a["ua"] = USER_AGENTS[int(devices.choice(len(weights), p=weights))]
     by_region: dict[str, list[Person]] = {}
     for p in world.people:
         by_region.setdefault(p.region, []).append(p)
@@ -208,7 +241,8 @@ def generate_weblogs(
             lines = []
             for t in _day_times(rng, day, region, n):
                 p = people[int(rng.integers(len(people)))]
-                lines.append(_apache_line(p, attrs[p.sip], t, rng, world))
+                who = index[p.sip] if truth else None
+                lines.append(_apache_line(p, attrs[p.sip], t, rng, world, who))
             lines.insert(len(lines) // 2, "\x16\x03\x01 garbage from a TLS probe")  # quarantined
             folder = Path(out) / "weblogs" / region / "www"
             folder.mkdir(parents=True, exist_ok=True)
@@ -231,7 +265,8 @@ def generate_weblogs(
                     iis += [f"#Date: {t:%Y-%m-%d %H:%M:%S}", f"#Fields: {IIS_FIELDS_2}"]
                 layout = 1 if i < len(times) // 2 else 2
                 p = people[int(rng.integers(len(people)))]
-                iis.append(_iis_line(p, attrs[p.sip], t, rng, world, layout))
+                who = index[p.sip] if truth else None
+                iis.append(_iis_line(p, attrs[p.sip], t, rng, world, layout, who))
             folder = Path(out) / "weblogs" / region / host
             folder.mkdir(parents=True, exist_ok=True)
             (folder / f"u_ex{day:%y%m%d}.log").write_text("\r\n".join(iis) + "\r\n")
@@ -349,7 +384,7 @@ def generate_connect(
 
 def generate_all(
     out: Path, *, seed: int, rows: int, days: int = 2, people: int = 600,
-    start: date = date(2026, 11, 23),
+    start: date = date(2026, 11, 23), truth: bool = False,
 ) -> World:  # fmt: skip
     """Every source kind for one world: Lync exports, web and IIS logs, Connect reports.
 
@@ -361,7 +396,8 @@ def generate_all(
     generate_lync_more(
         out, world, seed=seed, conferences=max(rows // 25, 8), days=days, start=start
     )
-    generate_weblogs(out, world, seed=seed, requests=max(rows // 2, 12), days=days, start=start)
+    generate_weblogs(out, world, seed=seed, requests=max(rows // 2, 12), days=days, start=start,
+                     truth=truth)  # fmt: skip
     generate_connect(out, world, seed=seed, meetings=max(rows // 40, 6), days=days, start=start)
     return world
 
