@@ -465,35 +465,22 @@ def run_gate(staging: Path, policy, key: bytes, withheld: dict | None = None) ->
     findings += [Finding(**f) for f in (withheld or {}).get("systemic", [])]
     # Unicity of the event datasets a release lets out, against the release's threshold.
     checks = []
+    released: dict[str, list[tuple[str, pl.DataFrame, list[str]]]] = {}
     for name, spec in policy.releases.items():
         for dataset in spec.events:
             files = sorted((Path(staging) / "shareable" / name / dataset).rglob("*.parquet"))
-            cols = pseudonym_columns(policy, dataset)
-            if not files or not cols or spec.events[dataset] == "none":
+            if not files:
                 continue
             frame = pl.read_parquet(files, hive_partitioning=True)
-            time_col = next((c for c, t in frame.schema.items() if t == pl.Datetime("ms")), None)
-            person = next((c for c in ("from_user", "user", "organizer") if c in cols), cols[0])
-            curve = unicity(frame, person, [c for c in (time_col, "region") if c])
-            worst = max(curve.values(), default=0.0)
-            # k-anonymity over the quasi-identifiers: time, region and every categorical column.
-            qis = [c for c, t in frame.schema.items()
-                   if c not in cols and (t in (pl.String, pl.Boolean) or c == time_col
-                                         or c == "region")]  # fmt: skip
-            sizes = frame.group_by(qis).len()
-            unsafe = int(sizes.filter(pl.col("len") < spec.k)["len"].sum())
-            share = round(unsafe / frame.height, 4) if frame.height else 0.0
-            checks.append({
-                "release": name, "dataset": dataset, "unicity": curve,
-                "max_unicity": spec.max_unicity, "quasi_identifiers": qis,
-                "share_below_k": share, "max_share_below_k": spec.max_share_below_k,
-            })  # fmt: skip
-            if worst > spec.max_unicity:
-                findings.append(Finding("shareable", f"{name}/{dataset}", person, "unicity",
-                                        frame.height))  # fmt: skip
-            if share > spec.max_share_below_k:
-                findings.append(Finding("shareable", f"{name}/{dataset}", "*", "k_anonymity",
-                                        unsafe))  # fmt: skip
+            cols = [
+                c
+                for c in pseudonym_columns(policy, dataset)
+                if frame[c].null_count() < frame.height
+            ]
+            released.setdefault(dataset, []).append((name, frame, cols))
+            check, found = _record_level_checks(name, dataset, spec, frame, cols)
+            checks.append(check)
+            findings += found
         # Every published statistic cell has at least k people (re-checked on the files).
         for stat in spec.statistics:
             files = sorted((Path(staging) / "shareable" / name / stat).rglob("*.parquet"))
@@ -502,6 +489,7 @@ def run_gate(staging: Path, policy, key: bytes, withheld: dict | None = None) ->
                 n = small.collect().item()
                 if n:
                     findings.append(Finding("shareable", f"{name}/{stat}", "people", "below_k", n))
+    findings += _cross_recipient_joins(released, policy)
     # For the report: why restricted events are not shareable as they are (on the latest day
     # of sessions, which bounds the cost whatever the size of the run).
     days = sorted((Path(staging) / "restricted" / "lync_sessions").glob("date=*"))
@@ -527,6 +515,68 @@ def run_gate(staging: Path, policy, key: bytes, withheld: dict | None = None) ->
 
 
 # --- disclosure checks ---------------------------------------------------------------------
+
+
+def _quasi_identifiers(frame: pl.DataFrame, pseudonyms: list[str]) -> pl.DataFrame:
+    """Every released column but the pseudonyms, as released (numbers binned as published,
+    lists as text): what a recipient can match records on."""
+    qis = [c for c in frame.columns if c not in pseudonyms]
+    return frame.select(
+        pl.col(c).cast(pl.List(pl.String)).list.join(",") if isinstance(t, pl.List) else pl.col(c)
+        for c, t in frame.select(qis).schema.items()
+    )
+
+
+def _record_level_checks(
+    name: str, dataset: str, spec, frame: pl.DataFrame, pseudonyms: list[str]
+) -> tuple[dict, list[Finding]]:
+    """k-anonymity over every released column (numbers too), and, when the release keeps
+    pseudonyms, unicity (people singled out by up to 4 of their own hour-and-region points)."""
+    findings = []
+    qi = _quasi_identifiers(frame, pseudonyms)
+    sizes = qi.group_by(qi.columns).len()
+    unsafe = int(sizes.filter(pl.col("len") < spec.k)["len"].sum())
+    share = round(unsafe / frame.height, 4) if frame.height else 0.0
+    curve: dict[int, float] = {}
+    if pseudonyms:
+        time_col = next((c for c, t in frame.schema.items() if t == pl.Datetime("ms")), None)
+        person = next((c for c in ("from_user", "user", "organizer") if c in pseudonyms),
+                      pseudonyms[0])  # fmt: skip
+        curve = unicity(frame, person, [c for c in (time_col, "region") if c])
+        if max(curve.values(), default=0.0) > spec.max_unicity:
+            findings.append(Finding("shareable", f"{name}/{dataset}", person, "unicity",
+                                    frame.height))  # fmt: skip
+    if share > spec.max_share_below_k:
+        findings.append(Finding("shareable", f"{name}/{dataset}", "*", "k_anonymity", unsafe))
+    check = {
+        "release": name, "dataset": dataset, "scope": spec.events[dataset], "unicity": curve,
+        "max_unicity": spec.max_unicity, "quasi_identifiers": qi.columns,
+        "share_below_k": share, "max_share_below_k": spec.max_share_below_k,
+    }  # fmt: skip
+    return check, findings
+
+
+def _cross_recipient_joins(
+    released: dict[str, list[tuple[str, pl.DataFrame, list[str]]]], policy
+) -> list[Finding]:
+    """Two recipients of the same event data, each with pseudonyms of their own: a row unique
+    on its other columns is in both releases, so joining them on those columns links the two
+    recipients' pseudonyms. Refused unless the linkable share is within every release's
+    ``max_linkable_share``."""
+    findings = []
+    for dataset, got in sorted(released.items()):
+        keyed = [(n, f, c) for n, f, c in got if c]
+        if len(keyed) < 2:
+            continue
+        _, frame, cols = keyed[0]
+        qi = _quasi_identifiers(frame, cols)
+        unique = qi.group_by(qi.columns).len().filter(pl.col("len") == 1).height
+        share = unique / frame.height if frame.height else 0.0
+        limit = min(policy.releases[n].max_linkable_share for n, _, _ in keyed)
+        if share > limit:
+            names = "+".join(sorted(n for n, _, _ in keyed))
+            findings.append(Finding("shareable", f"{names}/{dataset}", "*", "joinable", unique))
+    return findings
 
 
 def unicity(

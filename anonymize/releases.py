@@ -98,6 +98,11 @@ class ReleaseSpec(BaseModel):
     # ... and when more than this share of its records sit in groups of fewer than k records
     # with the same quasi-identifiers (time, region, the categorical columns).
     max_share_below_k: float = Field(default=0.05, ge=0, le=1)
+    # Event datasets released to several recipients with pseudonyms of their own: the share of
+    # rows unique on their other columns (joining the releases links those pseudonyms).
+    max_linkable_share: float = Field(default=0.0, ge=0, le=1)
+    # Event datasets: durations and other decimals are published rounded to this many seconds.
+    event_precision_s: float = Field(default=60.0, gt=0)
     # Magnitudes (minutes): cells where a few people give most of the total are suppressed.
     dominance: tuple[DominanceRule, ...] = (
         DominanceRule(n=1, max_share=0.7),
@@ -552,6 +557,20 @@ def _rekey(values: pl.Series, key: bytes) -> pl.Series:
     return values.replace_strict(mapping, default=None, return_dtype=pl.String)
 
 
+def _coarsened_and_sorted(frame: pl.DataFrame, precision: float) -> pl.DataFrame:
+    """Decimals (durations) rounded to ``precision``, rows sorted by every column: a record's
+    exact duration or its place in the file would single it out (and let two recipients'
+    releases of it be joined)."""
+    p = precision
+    frame = frame.with_columns(
+        ((pl.col(c) / p).round() * p).alias(c)
+        for c, t in frame.schema.items()
+        if t in (pl.Float32, pl.Float64)
+    )
+    order = [c for c, t in frame.schema.items() if not isinstance(t, pl.List)]
+    return frame.sort(order, nulls_last=True, maintain_order=True)
+
+
 def partition_digests(restricted: Path) -> dict[tuple[str, str], str]:
     """(date, region) -> digest of the inputs behind that partition of the staged datasets.
 
@@ -658,6 +677,7 @@ def stage_release(
             else:
                 key = rkeys.derive(f"pseudonym/{scope}/{period}")
                 frame = frame.with_columns(_rekey(frame[c], key).alias(c) for c in cols)
+            frame = _coarsened_and_sorted(frame, release.event_precision_s)
             target = out_root / dataset / f.parent.relative_to(restricted / dataset) / f.name
             target.parent.mkdir(parents=True, exist_ok=True)
             region = f.parent.name.removeprefix("region=")

@@ -16,7 +16,13 @@ from anonymize.contracts import load_output_schema
 from anonymize.keys import KeyRing
 from anonymize.pipeline import run_local
 from anonymize.policy import DEFAULT_POLICY, load_policy
-from anonymize.releases import STATISTICS, DpSettings, ReleaseSpec, compute_statistic
+from anonymize.releases import (
+    STATISTICS,
+    DpSettings,
+    ReleaseSpec,
+    compute_statistic,
+    pseudonym_columns,
+)
 from anonymize.synth import generate_lync
 from tests.conftest import SAMPLE
 
@@ -237,7 +243,7 @@ def _two_recipient_policy(tmp_path: Path, scope: str) -> Path:
     doc = yaml.safe_load(DEFAULT_POLICY.read_text())
     # Event data this fine would be refused by the gate (unicity, k-anonymity); these tests are
     # about pseudonyms, so their releases accept any unicity.
-    lax = {"max_unicity": 1.0, "max_share_below_k": 1.0}
+    lax = {"max_unicity": 1.0, "max_share_below_k": 1.0, "max_linkable_share": 1.0}
     doc["releases"] = {
         "alpha": {"recipient": "alpha", "k": 5, "events": {"lync_sessions": scope}, **lax},
         "beta": {"recipient": "beta", "k": 5, "events": {"lync_sessions": scope}, **lax},
@@ -298,6 +304,71 @@ def test_scope_none_removes_pseudonyms(tmp_path, dev_keyring):
     assert events.height > 0
     assert events["from_user"].null_count() == events.height
     assert events["duration_s"].null_count() < events.height
+
+
+def test_two_recipients_whose_event_rows_can_be_joined_are_refused(tmp_path, dev_keyring):
+    """The attack: a day-scoped and a stable recipient join their copies of the same sessions
+    on every column but the pseudonyms, and each unique row links one pseudonym to the other.
+    The gate counts those rows and refuses the releases."""
+    generate_lync(tmp_path / "landing", seed=5, rows=400, days=1, people=30)
+    doc = yaml.safe_load(_two_recipient_policy(tmp_path, "day").read_text())
+    doc["releases"]["beta"]["events"] = {"lync_sessions": "stable"}
+    lax = tmp_path / "lax.yaml"
+    lax.write_text(yaml.safe_dump(doc))
+    run_local(tmp_path / "landing", tmp_path / "lax", policy=load_policy(lax),
+              keyring=dev_keyring, run_id="r")  # fmt: skip
+    a = _read(tmp_path / "lax" / "shareable" / "alpha" / "lync_sessions")
+    b = _read(tmp_path / "lax" / "shareable" / "beta" / "lync_sessions")
+    pseudonyms = pseudonym_columns(load_policy(lax), "lync_sessions")
+    qis = [c for c in a.columns if c not in pseudonyms]
+    a_s, b_s = (f.with_columns(pl.col("modalities").list.join(",")) for f in (a, b))
+    unique = a_s.group_by(qis, maintain_order=True).len().filter(pl.col("len") == 1)
+    linked = a_s.join(unique.drop("len"), on=qis, nulls_equal=True).join(
+        b_s, on=qis, nulls_equal=True, suffix="_b"
+    )
+    assert linked.height > 0  # the attack works on these data ...
+    assert (linked["from_user"] != linked["from_user_b"]).all()  # ... across two key spaces
+
+    doc["releases"]["alpha"].pop("max_linkable_share")
+    strict = tmp_path / "strict.yaml"
+    strict.write_text(yaml.safe_dump(doc))
+    report: dict = {}
+    _, published = run_local(tmp_path / "landing", tmp_path / "strict",
+                             policy=load_policy(strict), keyring=dev_keyring, run_id="r",
+                             report=report)  # fmt: skip
+    assert published == []
+    joinable = [f for f in report["gate"]["findings"] if f["detector"] == "joinable"]
+    assert joinable == [{"area": "shareable", "dataset": "alpha+beta/lync_sessions",
+                         "column": "*", "detector": "joinable", "rows": unique.height}]  # fmt: skip
+
+
+def test_event_rows_are_coarsened_sorted_and_k_checked_even_without_pseudonyms(
+    tmp_path, dev_keyring
+):
+    generate_lync(tmp_path / "landing", seed=5, rows=300, days=1, people=20)
+    path = _two_recipient_policy(tmp_path, "none")
+    run_local(tmp_path / "landing", tmp_path / "lax", policy=load_policy(path),
+              keyring=dev_keyring, run_id="r", releases=["beta"])  # fmt: skip
+    part = next((tmp_path / "lax" / "shareable" / "beta" / "lync_sessions").rglob("*.parquet"))
+    events = pl.read_parquet(part)
+    durations = events["duration_s"].drop_nulls()
+    assert durations.len() > 0
+    assert ((durations % 60) == 0).all()  # to the minute, not the millisecond
+    order = [c for c, t in events.schema.items() if not isinstance(t, pl.List)]
+    assert events.equals(events.sort(order, nulls_last=True, maintain_order=True))
+    # Scope none has no pseudonym, yet its records are checked for k like any other.
+    doc = yaml.safe_load(path.read_text())
+    doc["releases"]["beta"]["max_share_below_k"] = 0.05
+    strict = tmp_path / "strict.yaml"
+    strict.write_text(yaml.safe_dump(doc))
+    report: dict = {}
+    _, published = run_local(tmp_path / "landing", tmp_path / "strict",
+                             policy=load_policy(strict), keyring=dev_keyring, run_id="r",
+                             releases=["beta"], report=report)  # fmt: skip
+    assert published == []
+    assert [f["detector"] for f in report["gate"]["findings"]] == ["k_anonymity"]
+    (check,) = report["gate"]["unicity_checks"]
+    assert "duration_s" in check["quasi_identifiers"]
 
 
 def test_release_statistics_read_in_polars_pandas_pyarrow_and_duckdb(sample_release):
