@@ -67,6 +67,9 @@ class DpSettings(BaseModel):
     epsilon: float = Field(default=1.0, gt=0, le=20)  # per statistic
     max_rows_per_person: int = Field(default=20, ge=1)  # per statistic and day
     max_minutes: float = Field(default=240.0, gt=0)  # per row
+    # Which cells exist is private too: cells are selected by OpenDP's Laplace threshold
+    # mechanism, whose threshold is set so a cell of a few people shows with probability delta.
+    delta: float = Field(default=1e-6, gt=0, le=1e-2)
 
 
 class DominanceRule(BaseModel):
@@ -407,6 +410,45 @@ def _laplace(values: list, scale: float, integer: bool) -> list:
     return mech([t(v) for v in values]) if values else []
 
 
+def dp_select(
+    counts: list[int], scale: float, bound: int, k: int, delta: float
+) -> tuple[list[int | None], int]:
+    """Noisy people counts of the cells that pass OpenDP's Laplace threshold mechanism (None
+    for the others), and its threshold: the smallest one, at least ``k``, such that the
+    mechanism's privacy map at one below it gives at most ``delta`` for a person counted once in
+    up to ``bound`` cells.
+
+    The existence of a cell says that someone is in it: only the threshold mechanism, which
+    accounts that in delta, makes a published cell of one or two people improbable. The map of
+    OpenDP 0.16 gives the probability that noise alone reaches the threshold; a cell that exists
+    because of one person starts at 1, so the threshold is taken one higher (measured: a cell of
+    one person shows at the rate delta, not above it).
+    """
+    import opendp.prelude as dp
+
+    dp.enable_features("contrib")
+    domain = dp.map_domain(dp.atom_domain(T=str), dp.atom_domain(T=int))
+    metric = dp.l01inf_distance(dp.absolute_distance(T=int))
+
+    def mech(threshold: int):
+        return dp.m.make_laplace_threshold(domain, metric, scale=scale, threshold=threshold)
+
+    def within(threshold: int) -> bool:
+        return mech(threshold - 1).map((bound, bound, 1))[1] <= delta
+
+    lo, hi = max(k, 2), max(k, 2) * 2
+    while not within(hi):
+        lo, hi = hi, hi * 2
+    while lo < hi:  # the smallest threshold within delta
+        mid = (lo + hi) // 2
+        if within(mid):
+            hi = mid
+        else:
+            lo = mid + 1
+    released = mech(hi)({str(i): int(c) for i, c in enumerate(counts)}) if counts else {}
+    return [released.get(str(i)) for i in range(len(counts))], hi
+
+
 def _accuracy(scale: float, integer: bool) -> float:
     import opendp.prelude as dp
 
@@ -487,7 +529,15 @@ def compute_statistic(
         bound = release.dp.max_rows_per_person
         accuracy = {}
         noisy = {}
-        for m in ("people", *stat.measures):
+        # Which cells exist: the people counts through the threshold mechanism.
+        selected, threshold = dp_select(
+            cells["people"].to_list(), bound / eps, bound, release.k, release.dp.delta
+        )
+        cells = cells.with_columns(pl.Series("people", selected, dtype=pl.Int64)).filter(
+            pl.col("people").is_not_null()
+        )
+        accuracy["people"] = round(_accuracy(bound / eps, True), 3)
+        for m in stat.measures:
             sens = bound * (release.dp.max_minutes if m == "minutes" else 1)
             integer = m != "minutes"
             scale = sens / eps
@@ -501,10 +551,13 @@ def compute_statistic(
         report.dp = {
             "epsilon": release.dp.epsilon,
             "epsilon_per_measure": round(eps, 6),
+            "delta": release.dp.delta,
+            "threshold": threshold,
             "max_rows_per_person": bound,
             "max_minutes": release.dp.max_minutes,
             "accuracy_95": accuracy,
-            "mechanism": "Laplace (OpenDP), k threshold on the noisy people count",
+            "mechanism": "OpenDP Laplace threshold on the people count (cells below the "
+            "threshold are not published), Laplace noise on the other measures",
         }
     keep = pl.col("people") >= release.k
     if "minutes" in stat.measures and release.dominance and not dp_on:

@@ -202,12 +202,13 @@ def test_the_subtraction_test_catches_margins_of_all_cells(sample_release):
 
 
 def test_dp_counts_are_off_by_about_the_reported_accuracy():
-    # 40 people, 8 cells of 10 people each, one call per person: bounding changes nothing.
+    # 8 cells of 80 people each, one call per person: bounding changes nothing, and every
+    # cell is far above the threshold of the partition selection.
     rows = []
     for cell in range(8):
         client = ["desktop_windows", "mobile_ios", "web_app", "desk_phone"][cell % 4]
         mod = ["audio"] if cell < 4 else ["im"]
-        for p in range(10):
+        for p in range(80):
             rows.append(_session(f"u-{cell}-{p}", f"u-x{cell}-{p}", modalities=mod,
                                  from_client=client, minutes=5.0))  # fmt: skip
     frame = _sessions_frame(rows)
@@ -237,6 +238,35 @@ def test_dp_counts_are_off_by_about_the_reported_accuracy():
     assert 0.88 <= within <= 0.995, (within, accuracy)
     assert errors_s.quantile(0.95) == pytest.approx(accuracy, rel=0.35)
     assert errors_s.max() > 0  # noise was added
+
+
+def test_dp_cells_of_one_person_appear_at_most_at_the_promised_rate():
+    """Partition selection: with the threshold OpenDP sets for delta, a cell that exists only
+    because one person is in it is published with probability at most delta."""
+    from anonymize.releases import dp_select
+
+    delta, trials = 1e-3, 100_000
+    released, threshold = dp_select([1] * trials, scale=1.0, bound=1, k=2, delta=delta)
+    shown = sum(v is not None for v in released)
+    assert threshold > 2
+    assert shown / trials <= delta * 1.2  # binomial noise around a rate of at most delta
+    # A cell of many people is published, its noisy count near the truth.
+    (big,), _ = dp_select([500], scale=1.0, bound=1, k=2, delta=delta)
+    assert big is not None
+    assert abs(big - 500) < 20
+    # Through a release: 300 cells of one or two callers, none published.
+    rows = [
+        _session(f"u-{i}", "u-x", from_client=f"c{i}", modalities=["audio"]) for i in range(300)
+    ]
+    spec = ReleaseSpec(recipient="r", statistics=("usage_sessions",), k=2,
+                       dp=DpSettings(enabled=True, epsilon=1.0))  # fmt: skip
+    cells, _, report = compute_statistic(
+        STATISTICS["usage_sessions"], _scan({"lync_sessions": _sessions_frame(rows)}), spec,
+        KeyRing.development(),
+    )  # fmt: skip
+    assert cells.height == 0
+    assert report.dp["delta"] == 1e-6
+    assert report.dp["threshold"] > 10
 
 
 def _two_recipient_policy(tmp_path: Path, scope: str) -> Path:
