@@ -144,7 +144,7 @@ def test_master_key_from_a_prefect_secret_block(
     assert summary["status"] == "published"
     assert summary["not_for_sharing"] is False
     manifest = json.loads(Path(summary["manifest"]).read_text())
-    assert manifest["key"]["key_id"] == KeyRing(bytes.fromhex(key)).key_id
+    assert manifest["key"]["key_id"] == KeyRing.from_text(key).key_id == "k-" + key.split(":")[1]
     assert key not in Path(summary["manifest"]).read_text()
 
 
