@@ -69,13 +69,14 @@ MAX_NGRAM = 6  # the longest word sequence matched
 MAX_WORDS = 400  # words of one output value looked at (a URL can be very long)
 SCHEMA = {"h": pl.UInt64, "kind": pl.String}
 
-_EMAIL = re.compile(r"[a-z0-9._%+\-]+@[a-z0-9.\-]+\.[a-z]{2,}", re.IGNORECASE)
+# Bounded quantifiers: a 3,000-character junk URL must not cost a quadratic scan.
+_EMAIL = re.compile(r"[a-z0-9._%+\-]{1,64}@[a-z0-9.\-]{1,253}\.[a-z]{2,24}", re.IGNORECASE)
 _GUID = re.compile(r"\b[0-9a-f]{8}-?(?:[0-9a-f]{4}-?){3}[0-9a-f]{12}\b", re.IGNORECASE)
 _IPV4 = re.compile(r"(?<![\d.])\d{1,3}(?:\.\d{1,3}){3}(?![\d.])(?:/\d{1,2})?")
 _IPV6 = re.compile(
     r"(?i)(?<![0-9a-f:])(?:[0-9a-f]{0,4}:){2,7}[0-9a-f]{0,4}(?![0-9a-f:])(?:/\d{1,3})?"
 )
-_PHONE_RUN = re.compile(r"\+?\(?\d[\d \-().\/]{5,}\d")
+_PHONE_RUN = re.compile(r"\+?\(?\d[\d \-().\/]{5,24}\d")
 _CONF_ID = re.compile(r"(?:^|[:;=])id:([A-Za-z0-9]{4,})", re.IGNORECASE)
 _OUTPUT_WORDS = frozenset(
     # placeholders and the categories closed operators write: never canaries
@@ -195,7 +196,7 @@ def _phone_forms(text: str, out: set[str], region: str = "US") -> None:
 
 def _embedded_forms(text: str, vocab: WebVocabulary, out: set[str]) -> None:
     """Addresses, GUIDs and phone numbers inside a longer text (a URL, a cookie)."""
-    for e in _EMAIL.findall(text):
+    for e in _EMAIL.findall(text) if "@" in text else ():
         _person_forms(e, vocab, out)
     for g in _GUID.findall(text):
         out.add("guid:" + re.sub(r"[^0-9a-f]", "", g.lower()))
@@ -337,17 +338,31 @@ def _user_agent_forms(ua: str, vocab: WebVocabulary, out: set[str]) -> None:
 # --- forms of an output value ----------------------------------------------------------------
 
 
+_NUMERIC = re.compile(r"[\d./, \-]+")
+
+
 def output_forms(value: str, free_text: bool = False) -> set[str]:
     """Every form under which an output value could hold a canary (``x:`` forms too for a
     free-text output of the web, see the module)."""
     out = {"v:" + value.strip().lower()}
+    if _NUMERIC.fullmatch(value):  # networks, numbers, dates: no word, no email
+        for m in _IPV4.findall(value):
+            if "/" not in m or m.endswith("/32"):
+                ip = _canonical_ip(m.split("/", 1)[0])
+                if ip:
+                    out.add("ip:" + ip)
+        for run in _PHONE_RUN.findall(_IPV4.sub(" ", value)):
+            digits = re.sub(r"\D", "", run)
+            if 7 <= len(digits) <= 15:
+                out.add("tel:" + digits)
+        return out
     texts = {value}
     decoded = decode_fully(value)
     if decoded != value:
         texts.add(decoded)
         out.add("v:" + decoded.strip().lower())
     for text in texts:
-        for e in _EMAIL.findall(text):
+        for e in _EMAIL.findall(text) if "@" in text else ():
             out.add("email:" + e.lower())
         for g in _GUID.findall(text):
             out.add("guid:" + re.sub(r"[^0-9a-f]", "", g.lower()))
@@ -356,7 +371,7 @@ def output_forms(value: str, free_text: bool = False) -> set[str]:
                 ip = _canonical_ip(m.split("/", 1)[0])
                 if ip:
                     out.add("ip:" + ip)
-        for m in _IPV6.findall(text):
+        for m in _IPV6.findall(text) if ":" in text else ():
             if ("/" not in m or m.endswith("/128")) and m.count(":") >= 2:
                 ip = _canonical_ip(m.split("/", 1)[0])
                 if ip:
@@ -370,8 +385,8 @@ def output_forms(value: str, free_text: bool = False) -> set[str]:
         for n in range(1, MAX_NGRAM + 1):
             for i in range(len(words) - n + 1):
                 gram = words[i : i + n]
-                if n == 1 and (gram[0].isdigit() or len(gram[0]) < 3):
-                    continue
+                if all(w.isdigit() for w in gram) or (n == 1 and len(gram[0]) < 3):
+                    continue  # no word canary is digits alone (see _words_forms)
                 out.add("w:" + " ".join(gram))
                 if n == 1 and free_text:
                     out.add("x:" + gram[0])

@@ -366,10 +366,14 @@ def withhold(
     findings = scan(staging, canaries, pseudo, areas=("restricted",), bad_values=bad,
                     free_text=free_text_columns(policy))  # fmt: skip
     by_dataset: dict[str, dict[str, dict[str, str]]] = {}
-    for (_, dataset, col), values in bad.items():
-        by_dataset.setdefault(dataset, {})[col] = values
+    for (area, dataset, col), values in bad.items():
+        if area == "restricted":
+            by_dataset.setdefault(dataset, {})[col] = values
     by_tag = {r["sha256"][:16]: r for r in results if r.get("sha256")}
-    entry: dict = {"rows": {}, "systemic": []}
+    # A partition path or a file's metadata cannot be withheld row by row: it refuses the run.
+    entry: dict = {"rows": {}, "systemic": [
+        f.to_dict() for f in findings if f.area in ("path", "metadata")
+    ]}  # fmt: skip
     for dataset, columns in sorted(by_dataset.items()):
         total = withheld = 0
         counts: dict[str, dict[str, int]] = {}
@@ -450,9 +454,10 @@ def _withheld_reason(frame: pl.DataFrame, columns: dict[str, dict[str, str]]) ->
 def run_gate(staging: Path, policy, key: bytes, withheld: dict | None = None) -> dict:
     """Scan a run's staging area; the manifest's ``gate`` entry (verdict, findings, counts).
 
-    Runs after ``withhold``: any finding left (in a shareable output, a metadata value, a
-    partition path, a restricted row that withholding could not remove) and any systemic
-    finding of ``withheld`` refuses the release.
+    Runs after ``withhold``, which scanned the restricted datasets (their values, metadata and
+    paths) and took out every row that held a finding: this scans the shareable outputs, and any
+    finding there, and any systemic or path/metadata finding of ``withheld``, refuses the
+    release. Without ``withheld`` (an audit of a staging area) it scans both areas.
     """
     import time
 
@@ -461,7 +466,8 @@ def run_gate(staging: Path, policy, key: bytes, withheld: dict | None = None) ->
     t = time.perf_counter()
     canaries = load_canaries(staging, key)
     pseudo = {name: pseudonym_columns(policy, name) for name in policy.datasets}
-    findings = scan(staging, canaries, pseudo, free_text=free_text_columns(policy))
+    areas = ("shareable",) if withheld is not None else ("restricted", "shareable")
+    findings = scan(staging, canaries, pseudo, areas=areas, free_text=free_text_columns(policy))
     findings += [Finding(**f) for f in (withheld or {}).get("systemic", [])]
     # Unicity of the event datasets a release lets out, against the release's threshold.
     checks = []

@@ -268,3 +268,19 @@ def test_any_shareable_finding_refuses_the_release(clean_run, policy, tmp_path):
     assert {(f["area"], f["dataset"], f["detector"]) for f in gate["findings"]} == {
         ("shareable", "partner/usage_sessions", "email")
     }
+
+
+def test_a_restricted_metadata_finding_cannot_be_withheld_and_refuses(clean_run, policy, tmp_path):
+    from anonymize.gate import run_gate, withhold
+
+    root, canaries, _ = clean_run
+    staging = tmp_path / "staging"
+    shutil.copytree(root / "out" / "restricted", staging / "restricted")
+    victim = next((staging / "restricted" / "web_requests").rglob("*.parquet"))
+    email = next(v for v in _raw_values(root / "landing", "FromUri") if "@" in v)
+    pl.read_parquet(victim).write_parquet(victim, metadata={"cdranon.note": email})
+    entry = withhold(staging, tmp_path / "q", canaries, policy, [])
+    assert entry["rows"] == {}  # no row holds it: nothing to withhold ...
+    assert {(f["area"], f["detector"]) for f in entry["systemic"]} >= {("metadata", "canary")}
+    gate = run_gate(staging, policy, canaries.key, entry)  # ... so the release is refused
+    assert gate["verdict"] == "refused"
