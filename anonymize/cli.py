@@ -313,15 +313,39 @@ def synth(
     rows: Annotated[int, typer.Option(min=1, help="Number of sessions.")] = 2000,
     days: Annotated[int, typer.Option(min=1, help="Number of days, one folder each.")] = 2,
     people: Annotated[int, typer.Option(min=10, help="Number of people.")] = 600,
-) -> None:
+    hostile: Annotated[
+        float,
+        typer.Option(
+            min=0.0, max=1.0,
+            help="Share of hostile web requests: people's names, phones, emails (encoded once "
+            "and twice), ids, meet-host URLs, bots, referers and query values in the traffic "
+            "of weblogs/<REGION>/hostile/. 0: none.",
+        ),
+    ] = 0.0,
+    noise: Annotated[
+        int,
+        typer.Option(min=0, help="Lines of a noisy public-site log per day (scanners, spam, "
+                     "network-address clients, long and non-ASCII URLs). 0: none."),
+    ] = 0,
+) -> None:  # fmt: skip
     """Write a synthetic landing zone of every source kind under OUT.
 
     lync/ (SessionDetailsView, VoIPDetailsView), weblogs/ (Apache and IIS logs per region) and
     connect/ (report responses and the Users download per region), for the same people.
     """
-    from anonymize.synth_sources import generate_all
+    from datetime import date, timedelta
 
-    generate_all(out, seed=seed, rows=rows, days=days, people=people)
+    from anonymize.synth_sources import generate_all
+    from anonymize.synth_web import generate_hostile_weblogs, noisy_access_log
+
+    world = generate_all(out, seed=seed, rows=rows, days=days, people=people)
+    if hostile:
+        generate_hostile_weblogs(out, world, seed=seed, requests=max(rows // 2, 12), days=days,
+                                 share=hostile)  # fmt: skip
+    for d in range(days if noise else 0):
+        day = date(2026, 11, 23) + timedelta(days=d)
+        path = out / "weblogs" / "EMEA" / "public" / f"access-{day}.log"
+        noisy_access_log(path, lines=noise, seed=seed + d, day=day)
     out_console.print(
         f"wrote {rows} synthetic sessions, web logs and Connect reports over {days} day(s) "
         f"under {out}"

@@ -84,6 +84,18 @@ def test_keygen_prints_a_usable_key():
     assert len(parse_key(result.output.strip())) == 32
 
 
+def test_synth_writes_hostile_and_noisy_web_traffic_on_request(tmp_path):
+    args = ["synth", "--out", str(tmp_path / "l"), "--rows", "300", "--days", "2",
+            "--people", "20", "--hostile", "0.5", "--noise", "40"]  # fmt: skip
+    assert runner.invoke(app, args).exit_code == 0
+    hostile = sorted((tmp_path / "l" / "weblogs").glob("*/hostile/*.log"))
+    noisy = sorted((tmp_path / "l" / "weblogs" / "EMEA" / "public").glob("*.log"))
+    assert len(hostile) == 6  # three regions, two days
+    assert len(noisy) == 2
+    assert sum(len(f.read_text().splitlines()) for f in noisy) == 80
+    assert any("%2540" in f.read_text() or "/people/" in f.read_text() for f in hostile)
+
+
 def test_synth_is_reproducible(tmp_path):
     for name in ("a", "b"):
         args = [

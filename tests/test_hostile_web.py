@@ -183,7 +183,7 @@ def test_a_noisy_public_log_publishes_and_a_network_address_client_is_its_networ
     tmp_path, policy, dev_keyring
 ):
     landing = tmp_path / "landing"
-    noisy_access_log(landing / "weblogs" / "EMEA" / "www" / "access.log", lines=20_000, seed=3)
+    noisy_access_log(landing / "weblogs" / "EMEA" / "www" / "access.log", lines=100_000, seed=3)
     report: dict = {}
     results, published = run_local(landing, tmp_path / "out", policy=policy,
                                    keyring=dev_keyring, run_id="r", report=report)  # fmt: skip
@@ -192,12 +192,34 @@ def test_a_noisy_public_log_publishes_and_a_network_address_client_is_its_networ
     assert published
     (result,) = results
     assert result.balanced
-    assert result.rows_read == 20_000
+    assert result.rows_read == 100_000
     web = pl.read_parquet(tmp_path / "out" / "restricted" / "web_requests")
     nets = web["client_network"].drop_nulls()
     assert nets.str.ends_with(".0/24").sum() > 0
     assert not nets.str.contains(r"^\d+\.\d+\.\d+\.\d+$").any()  # never a full address
     assert not web["path_template"].str.contains(" ").any()  # no free text survives
+
+
+def test_a_client_that_is_a_network_address_publishes_as_its_network(tmp_path, policy, dev_keyring):
+    """``a.b.c.0`` is a canary (a client address); its /24, ``a.b.c.0/24``, is no leak of it,
+    nor is ``15.39.50.0/24`` a leak of ``5.39.50.0``."""
+    lines = [
+        f'{client} - - [23/Nov/2026:10:00:{i:02d} +0000] "GET / HTTP/1.1" 200 512 "-" "-"'
+        for i, client in enumerate(["203.0.113.0", "5.39.50.0", "15.39.50.7"] * 5)
+    ]
+    path = tmp_path / "landing" / "weblogs" / "EMEA" / "access.log"
+    path.parent.mkdir(parents=True)
+    path.write_text("\n".join(lines) + "\n")
+    report: dict = {}
+    _, published = run_local(tmp_path / "landing", tmp_path / "out", policy=policy,
+                             keyring=dev_keyring, run_id="r", report=report)  # fmt: skip
+    assert report["gate"]["verdict"] == "pass", report["gate"]["findings"]
+    assert report["gate"]["withheld"] == {}
+    assert published
+    web = pl.read_parquet(tmp_path / "out" / "restricted" / "web_requests")
+    assert sorted(set(web["client_network"])) == [
+        "15.39.50.0/24", "203.0.113.0/24", "5.39.50.0/24"
+    ]  # fmt: skip
 
 
 def test_a_referer_sentence_echoed_in_the_path_is_no_finding(tmp_path, policy, dev_keyring):
