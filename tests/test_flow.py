@@ -208,4 +208,9 @@ def test_a_leaky_policy_is_refused_by_the_gate_and_the_cli_says_why(
     assert manifest["gate"]["verdict"] == "refused"
     page = next((out / "_manifests").glob("*.html")).read_text()
     assert "<table id='findings'>" in page
+    # The rows withheld before the refusal, by dataset, column and detector (no value).
+    assert "<table id='withheld'>" in page
+    held = manifest["gate"]["withheld"]["web_requests"]
+    assert held["columns"]["browser"]["gate:canary"] == held["rows"] > 0
+    assert manifest["quarantine"]["rows_by_reason"]["gate:canary"] == held["rows"]
     assert not (out / "_staging").exists()  # canaries went with the staging area
