@@ -1,20 +1,23 @@
 """The privacy gate: nothing is published unless the staged outputs are shown to be clean.
 
-While reading, the pipeline keeps every distinct raw Personal Data value it saw (*canaries*:
-the values of the contracts' PD columns, plus their normalised forms: the address of a SIP URI,
-its local part, the E.164 form of a phone number, the user of ``DOMAIN\\user``) in the run's
-restricted staging area. Before publishing, ``scan`` reads every staged Parquet file (restricted
-and shareable), its key-value metadata and its partition path, and looks for:
+While reading, the pipeline keeps the *canaries* of every distinct raw Personal Data value it
+saw: the forms each value may take in an output, as keyed hashes (``anonymize.canaries``: whole
+addresses, phone digits, decoded emails, word sequences, the whole value). ``scan`` reads staged
+Parquet files, their key-value metadata and their partition paths, and looks, in each distinct
+value, for:
 
-- every canary, as an exact value and, when long enough to be unambiguous (``MIN_CANARY``),
-  as a case-insensitive substring (Aho-Corasick, polars ``str.contains_any``);
-- detectors: email addresses, SIP/tel URIs, phone numbers (validated with ``phonenumbers``), full
-  IPv4 and IPv6 addresses (a network such as ``192.0.2.0/24`` is fine), MAC addresses, payment
-  card numbers with a valid Luhn digit;
+- every canary form, matched the way its kind appears (never as a bare substring);
+- detectors, on the value and on it percent-decoded: email addresses, SIP/tel URIs, phone
+  numbers (validated with ``phonenumbers``), full IPv4 and IPv6 addresses (a network such as
+  ``192.0.2.0/24`` is fine), MAC addresses, payment card numbers with a valid Luhn digit;
 - columns that must hold pseudonyms holding anything else.
 
-Python runs on the unique values of a column only. A finding names the area, dataset, column,
-detector and row count, never the value. Any finding refuses the whole release.
+A run first ``withhold``s: the rows of the restricted datasets that hold a finding go to the
+quarantine and the rest is published, unless they are more than ``gate.max_withheld_share`` of
+a dataset (systemic). Then ``run_gate`` scans the shareable outputs and re-checks the disclosure
+rules (k per cell, record-level k-anonymity, unicity, joinability across recipients): any
+finding there refuses the release. Python runs on the unique values of a column only. A finding
+names the area, dataset, column, detector and row count, never the value.
 
 Examples
 --------
