@@ -78,6 +78,9 @@ def _params(**kwargs: object) -> RunParams:
     return params
 
 
+STARTUP_TIMEOUT = "120"  # seconds for the temporary Prefect server of a run
+
+
 @app.command()
 def run(
     landing: LandingOption,
@@ -129,6 +132,12 @@ def run(
     """
     # The embedded server has no network to report telemetry to; say so instead of failing at it.
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    # Its first start (database migrations) takes longer than Prefect's default 20 s on a small
+    # machine; a user's own setting wins.
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", STARTUP_TIMEOUT)
+    if os.environ.get("PREFECT_HOME"):  # Prefect makes its home, but not the folders above it
+        with contextlib.suppress(OSError):
+            Path(os.environ["PREFECT_HOME"]).expanduser().mkdir(parents=True, exist_ok=True)
     params = _params(
         landing=landing.resolve(),
         out=out.resolve(),
@@ -149,6 +158,16 @@ def run(
     except CdranonError as exc:
         _fail(EXIT_NOT_PUBLISHED, f"nothing was published: {str(exc).splitlines()[0]}")
     except Exception as exc:
+        if isinstance(exc, RuntimeError) and not os.environ.get("PREFECT_API_URL"):
+            timeout = os.environ["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"]
+            _fail(
+                EXIT_NOT_PUBLISHED,
+                "nothing was published: the run failed (RuntimeError), most likely in the "
+                f"temporary Prefect server (its start is given {timeout} s): check that "
+                "PREFECT_HOME can be written, raise "
+                "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS, or set PREFECT_API_URL to a "
+                "running server",
+            )
         _fail(EXIT_NOT_PUBLISHED, f"nothing was published: the run failed ({type(exc).__name__})")
 
     _print_summary(summary)

@@ -52,9 +52,14 @@ _HEX = frozenset("0123456789abcdefABCDEF")
 
 
 def _decode(text: str) -> bytes | None:
-    """Hex, or base64 (url-safe when it has ``-`` or ``_``), strictly; None otherwise."""
-    if len(text) % 2 == 0 and set(text) <= _HEX:
-        return bytes.fromhex(text)
+    """Hex, or base64 (url-safe when it has ``-`` or ``_``), strictly; None otherwise.
+
+    A text of hex digits but one or two is a hex key with a typo, never taken for base64.
+    """
+    if set(text) <= _HEX:
+        return bytes.fromhex(text) if len(text) % 2 == 0 else None
+    if len(text) >= 32 and sum(c not in _HEX for c in text) <= 2:
+        return None
     padded = text + "=" * (-len(text) % 4)
     try:
         if "-" in text or "_" in text:

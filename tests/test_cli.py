@@ -179,3 +179,27 @@ def test_status_says_what_the_next_run_would_read(tmp_path, policy, dev_keyring)
     assert f"to read: {late}" in after.output
     assert "gone: weblogs/EMEA/www/access-2026-11-24.log.gz" in after.output
     assert "nothing new" not in after.output
+
+
+@pytest.mark.flow
+def test_the_console_script_stands_alone(tmp_path):
+    """A plain ``cdranon run`` as a new user types it: no ./dev, a fresh PREFECT_HOME whose
+    folders do not exist yet, no startup timeout set."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from tests.conftest import SAMPLE
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    env["PREFECT_HOME"] = str(tmp_path / "not" / "yet" / "prefect")
+    script = Path(sys.executable).parent / "cdranon"
+    done = subprocess.run(
+        [str(script), "run", "--landing", str(SAMPLE), "--out", str(tmp_path / "out"),
+         "--dev-key"],
+        env=env, capture_output=True, text=True, timeout=600, cwd=tmp_path, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "published" in done.stdout
+    assert list((tmp_path / "out" / "restricted").rglob("*.parquet"))

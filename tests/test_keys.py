@@ -121,3 +121,12 @@ def test_keygen_key_ids_are_random_and_test_no_guess():
     assert ring.for_release("a").key_id != ring.for_release("b").key_id
     assert ring.for_release("a").key_id != key_id(ring.derive("release/a"))
     assert generate_key().split(":")[1] != text.split(":")[1]
+
+
+def test_a_hex_key_with_a_typo_is_refused_not_read_as_base64():
+    good = RAW[:32].hex()
+    for bad in (good[:10] + "g" + good[11:], good[:-1], good + "0"):
+        with pytest.raises(KeyError_) as exc:
+            parse_key(bad)
+        assert ENV_VAR in str(exc.value)
+        assert bad not in str(exc.value)
