@@ -207,12 +207,7 @@ def test_a_client_that_is_a_network_address_publishes_as_its_network(tmp_path, p
         f'{client} - - [23/Nov/2026:10:00:{i:02d} +0000] "GET / HTTP/1.1" 200 512 "-" "-"'
         for i, client in enumerate(["203.0.113.0", "5.39.50.0", "15.39.50.7"] * 5)
     ]
-    path = tmp_path / "landing" / "weblogs" / "EMEA" / "access.log"
-    path.parent.mkdir(parents=True)
-    path.write_text("\n".join(lines) + "\n")
-    report: dict = {}
-    _, published = run_local(tmp_path / "landing", tmp_path / "out", policy=policy,
-                             keyring=dev_keyring, run_id="r", report=report)  # fmt: skip
+    report, published = _run_lines(lines, tmp_path, policy, dev_keyring)
     assert report["gate"]["verdict"] == "pass", report["gate"]["findings"]
     assert report["gate"]["withheld"] == {}
     assert published
@@ -229,14 +224,21 @@ def test_a_referer_sentence_echoed_in_the_path_is_no_finding(tmp_path, policy, d
         f'512 "http://spam.example/?q={sentence},x" "Mozilla/5.0"'
         for i in range(1, 40)
     ]
+    report, published = _run_lines(lines, tmp_path, policy, dev_keyring)
+    assert report["gate"]["verdict"] == "pass", report["gate"]["findings"]
+    assert report["gate"]["withheld"] == {}
+    assert published
+
+
+def _run_lines(lines: list[str], tmp_path: Path, policy, keyring) -> tuple[dict, list[str]]:
+    """One access log of these lines through a run: (the report, the published partitions)."""
     path = tmp_path / "landing" / "weblogs" / "EMEA" / "access.log"
     path.parent.mkdir(parents=True)
     path.write_text("\n".join(lines) + "\n")
     report: dict = {}
     _, published = run_local(tmp_path / "landing", tmp_path / "out", policy=policy,
-                             keyring=dev_keyring, run_id="r", report=report)  # fmt: skip
-    assert report["gate"]["verdict"] == "pass", report["gate"]["findings"]
-    assert published
+                             keyring=keyring, run_id="r", report=report)  # fmt: skip
+    return report, published
 
 
 # --- withheld rows, not refused runs ----------------------------------------------------------
