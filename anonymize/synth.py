@@ -108,6 +108,13 @@ class World:
     # What the web and Connect generators wrote, per kind (ip, email, account, card, title ...).
     extra: dict[str, set[str]] = field(default_factory=dict)
 
+    def by_region(self) -> dict[str, list[Person]]:
+        """The people of each hosting region, in the order they were made."""
+        out: dict[str, list[Person]] = {}
+        for p in self.people:
+            out.setdefault(p.region, []).append(p)
+        return out
+
     def identifiers(self) -> dict[str, set[str]]:
         """Every raw identifier, per kind (for canary tests)."""
         everyone = self.people + self.federated

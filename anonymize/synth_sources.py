@@ -230,9 +230,7 @@ def generate_weblogs(
         weights = np.array(UA_WEIGHTS[:-1]) / sum(UA_WEIGHTS[:-1])
         for a in attrs.values():
             a["ua"] = USER_AGENTS[int(devices.choice(len(weights), p=weights))]
-    by_region: dict[str, list[Person]] = {}
-    for p in world.people:
-        by_region.setdefault(p.region, []).append(p)
+    by_region = world.by_region()
     for d in range(days):
         day = start + timedelta(days=d)
         for region, people in sorted(by_region.items()):
@@ -303,9 +301,7 @@ def generate_connect(
     """
     rng = np.random.default_rng(seed + 13)
     attrs = _person_attrs(world, seed)
-    by_region: dict[str, list[Person]] = {}
-    for p in world.people:
-        by_region.setdefault(p.region, []).append(p)
+    by_region = world.by_region()
     for region, people in sorted(by_region.items()):
         folder = Path(out) / "connect" / region
         folder.mkdir(parents=True, exist_ok=True)
@@ -448,9 +444,7 @@ def generate_lync_more(
     dialin = world.pstn_numbers[:5]
     for n in dialin:
         user_ids[f"tel:{n}"] = 5000 + len(user_ids)
-    by_region: dict[str, list[Person]] = {}
-    for p in everyone:
-        by_region.setdefault(p.region, []).append(p)
+    by_region = world.by_region()
     for d in range(days):
         day = start + timedelta(days=d)
         folder = Path(out) / "lync" / day.isoformat()

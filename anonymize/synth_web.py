@@ -152,9 +152,7 @@ def generate_hostile_weblogs(
     """Apache logs (``weblogs/<REGION>/hostile/access-<day>.log``, vhost first) of ordinary
     visits with ``share`` hostile requests among them (see the module)."""
     rng = np.random.default_rng(seed + 101)
-    by_region: dict[str, list[Person]] = {}
-    for p in world.people:
-        by_region.setdefault(p.region, []).append(p)
+    by_region = world.by_region()
     for d in range(days):
         day = start + timedelta(days=d)
         for region, people in sorted(by_region.items()):
