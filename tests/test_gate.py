@@ -184,13 +184,18 @@ def test_a_release_whose_events_single_people_out_is_refused(tmp_path, dev_keyri
     assert "session_hour" in check["quasi_identifiers"]
 
 
-def test_a_statistic_cell_below_k_is_a_finding(clean_run, policy, tmp_path):
-    from anonymize.gate import run_gate
-
+def _staged_sessions_release(clean_run, tmp_path: Path) -> tuple[Path, Path]:
+    """A copy of the clean run's releases as a staging area, and one usage_sessions file."""
     root, _, _ = clean_run
     staging = tmp_path / "staging"
     shutil.copytree(root / "out" / "shareable", staging / "shareable")
-    victim = next((staging / "shareable" / "partner" / "usage_sessions").rglob("*.parquet"))
+    return staging, next((staging / "shareable" / "partner" / "usage_sessions").rglob("*.parquet"))
+
+
+def test_a_statistic_cell_below_k_is_a_finding(clean_run, policy, tmp_path):
+    from anonymize.gate import run_gate
+
+    staging, victim = _staged_sessions_release(clean_run, tmp_path)
     frame = pl.read_parquet(victim)
     frame.with_columns(pl.lit(3, dtype=frame.schema["people"]).alias("people")).write_parquet(
         victim
@@ -256,10 +261,7 @@ def test_the_html_report_renders_in_a_headless_browser(clean_run, tmp_path):
 def test_any_shareable_finding_refuses_the_release(clean_run, policy, tmp_path):
     from anonymize.gate import run_gate
 
-    root, _, _ = clean_run
-    staging = tmp_path / "staging"
-    shutil.copytree(root / "out" / "shareable", staging / "shareable")
-    victim = next((staging / "shareable" / "partner" / "usage_sessions").rglob("*.parquet"))
+    staging, victim = _staged_sessions_release(clean_run, tmp_path)
     frame = pl.read_parquet(victim)
     leak = "/u/jane.doe%2540contoso.com"  # an email encoded twice
     frame.with_columns(pl.lit(leak).alias("client")).write_parquet(victim)
