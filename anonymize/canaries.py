@@ -400,6 +400,11 @@ def _digest(key: bytes, form: str) -> int:
     return int.from_bytes(hashlib.blake2b(form.encode(), key=key, digest_size=8).digest(), "big")
 
 
+def canary_key(keyring) -> bytes:
+    """The key of a run's canary hashes (the same on every worker of the run)."""
+    return keyring.derive("gate/canaries")
+
+
 @dataclass
 class Canaries:
     """A run's canaries: keyed hashes of their forms, and the kind of each (for the report)."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +22,7 @@ from anonymize import __version__
 from anonymize.errors import CdranonError
 
 if TYPE_CHECKING:
-    from flows.nightly import RunParams
+    from anonymize.run import RunParams
 
 app = typer.Typer(
     name="cdranon",
@@ -61,7 +62,7 @@ def _params(**kwargs: object) -> RunParams:
 
     try:
         loaded = load_policy(kwargs.get("policy") or DEFAULT_POLICY)
-        from flows.nightly import RunParams, load_keyring
+        from anonymize.run import RunParams, load_keyring
 
         try:
             params = RunParams(**kwargs)
@@ -159,15 +160,7 @@ def run(
         _fail(EXIT_NOT_PUBLISHED, f"nothing was published: {str(exc).splitlines()[0]}")
     except Exception as exc:
         if isinstance(exc, RuntimeError) and not os.environ.get("PREFECT_API_URL"):
-            timeout = os.environ["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"]
-            _fail(
-                EXIT_NOT_PUBLISHED,
-                "nothing was published: the run failed (RuntimeError), most likely in the "
-                f"temporary Prefect server (its start is given {timeout} s): check that "
-                "PREFECT_HOME can be written, raise "
-                "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS, or set PREFECT_API_URL to a "
-                "running server",
-            )
+            _fail(EXIT_NOT_PUBLISHED, f"nothing was published: {_server_failure(str(exc))}")
         _fail(EXIT_NOT_PUBLISHED, f"nothing was published: the run failed ({type(exc).__name__})")
 
     _print_summary(summary)
@@ -175,6 +168,33 @@ def run(
         _fail(EXIT_NOT_PUBLISHED, f"nothing was published: {summary['reason']}")
     if strict and summary["refused"]:
         _fail(EXIT_STRICT, f"{len(summary['refused'])} input file(s) were refused (--strict)")
+
+
+def _server_failure(message: str) -> str:
+    """What failed when the temporary Prefect server did not come up, and what to do about it.
+
+    Prefect's own message ends with the server's output, which is not repeated.
+    """
+    timeout = os.environ["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"]
+    home = os.environ.get("PREFECT_HOME", "~/.prefect")
+    code = re.search(r"exited with code (-?\d+)", message)
+    if "ephemeral Prefect API server" in message and code:
+        return (
+            f"the embedded Prefect server stopped while starting (exit code {code.group(1)}): "
+            f"check that PREFECT_HOME ({home}) can be written, or set PREFECT_API_URL to use a "
+            "running server"
+        )
+    if "ephemeral Prefect API server" in message:
+        return (
+            f"the embedded Prefect server did not start in {timeout} s; raise "
+            "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS, or set PREFECT_API_URL to use a "
+            "running server"
+        )
+    return (
+        "the run failed (RuntimeError), most likely in the embedded Prefect server (its start "
+        f"is given {timeout} s): check that PREFECT_HOME ({home}) can be written, or set "
+        "PREFECT_API_URL to use a running server"
+    )
 
 
 @app.command()
@@ -232,7 +252,7 @@ def _progress_bar() -> Iterator[None]:
     """A rich progress bar on a terminal, fed by the flow's progress reports (counts only)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-    from flows.nightly import Progress as RunProgress
+    from anonymize.run import Progress as RunProgress
 
     if not err_console.is_terminal:
         yield
@@ -386,10 +406,10 @@ def status(
     zone; a file's content is never opened beyond its header (and its hash when the ledger does
     not know its size and time). Exit 0, or 2 when it cannot run.
     """
+    from anonymize.layout import discover
     from anonymize.ledger import IncrementalBatch, Ledger
-    from anonymize.pipeline import plan_inputs
+    from anonymize.plan import plan_inputs
     from anonymize.policy import DEFAULT_POLICY, load_policy
-    from anonymize.publish import discover
 
     try:
         loaded = load_policy(policy or DEFAULT_POLICY)

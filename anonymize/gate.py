@@ -29,7 +29,9 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
+import os
 import re
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -37,10 +39,16 @@ import phonenumbers
 import polars as pl
 import pyarrow.parquet as pq
 
-from anonymize.canaries import Canaries
+from anonymize.canaries import Canaries, canary_key, collect
+from anonymize.errors import ContractError, InputError
+from anonymize.keys import KeyRing
+from anonymize.layout import CANARIES, PARQUET_OPTIONS, discover
+from anonymize.policy import Policy
+from anonymize.releases import pseudonym_columns
+from anonymize.sources import open_source
+from anonymize.stage import canary_columns
 from anonymize.web import decode_fully
 
-CANARIES = "_canaries"
 PSEUDONYM = r"^[a-z]-[a-p]{32}$"
 
 _EMAIL = r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9.\-]+\.[A-Za-z]{2,}"
@@ -75,11 +83,6 @@ class Finding:
 
 
 # --- canaries ---------------------------------------------------------------------------------
-
-
-def canary_key(keyring) -> bytes:
-    """The key of a run's canary hashes (the same on every worker of the run)."""
-    return keyring.derive("gate/canaries")
 
 
 def load_canaries(staging: Path, key: bytes) -> Canaries:
@@ -216,7 +219,6 @@ def scan_values(
 
 
 # Metadata the pipeline computes itself as hex digests (canaries still apply to the others).
-_PARQUET = {"compression": "zstd", "compression_level": 3, "statistics": True}
 _OWN_META = {b"ARROW:schema", b"cdranon.policy_hash", b"cdranon.inputs_digest", b"cdranon.key_id"}
 Tag = tuple[str, str, str]  # area, dataset, column
 
@@ -361,8 +363,6 @@ def withhold(
     systemic finding: those findings come back under ``"systemic"`` and refuse the release.
     Returns the manifest's ``withheld`` entry: rows by dataset, column and detector; no value.
     """
-    from anonymize.releases import pseudonym_columns
-
     staging, quarantine = Path(staging), Path(quarantine)
     pseudo = {name: pseudonym_columns(policy, name) for name in policy.datasets}
     bad: dict[Tag, dict[str, str]] = {}
@@ -403,7 +403,7 @@ def withhold(
             if kept.height:
                 meta = pq.read_metadata(part).metadata or {}
                 kv = {k.decode(): v.decode() for k, v in meta.items() if k != b"ARROW:schema"}
-                kept.write_parquet(part, metadata=kv, **_PARQUET)
+                kept.write_parquet(part, metadata=kv, **PARQUET_OPTIONS)
             else:
                 part.unlink()
                 with contextlib.suppress(OSError):  # a partition left with no rows
@@ -462,10 +462,6 @@ def run_gate(staging: Path, policy, key: bytes, withheld: dict | None = None) ->
     finding there, and any systemic or path/metadata finding of ``withheld``, refuses the
     release. Without ``withheld`` (an audit of a staging area) it scans both areas.
     """
-    import time
-
-    from anonymize.releases import pseudonym_columns
-
     t = time.perf_counter()
     canaries = load_canaries(staging, key)
     pseudo = {name: pseudonym_columns(policy, name) for name in policy.datasets}
@@ -668,21 +664,13 @@ def canaries_from_landing(
     Hashed under ``key`` (a fresh random key by default: the audit matches them in the same
     process). Returns the canaries and the relative paths of the files that could not be read.
     """
-    import os
-
-    from anonymize.canaries import collect
-    from anonymize.errors import ContractError, InputError
-    from anonymize.pipeline import _canary_columns
-    from anonymize.publish import discover
-    from anonymize.sources import open_source
-
     canaries = Canaries(key or os.urandom(32))
     vocab = policy.web_vocabulary
     frames, unreadable = [], []
     for path, family in discover(Path(landing)):
         try:
             source = open_source(Path(path), family)
-            cols = _canary_columns(source.contract, policy.dataset_for(source.contract))
+            cols = canary_columns(source.contract, policy.dataset_for(source.contract))
             for batch in source.reader.batches(policy.batch_rows):
                 frames.append(collect(batch.frame, cols, canaries, vocab))
         except (OSError, InputError, ContractError):
@@ -690,3 +678,12 @@ def canaries_from_landing(
     if frames:
         canaries.table = pl.concat(frames).unique(subset="h", keep="first").sort("h")
     return canaries, unreadable
+
+
+def withhold_findings(
+    staging: Path, quarantine: Path, policy: Policy, keyring: KeyRing, results: list[dict]
+) -> dict:
+    """Before the releases: rows of the staged restricted datasets that carry a canary or a
+    detector hit go to the quarantine (``results`` updated in place); see ``withhold``."""
+    canaries = load_canaries(staging, canary_key(keyring))
+    return withhold(staging, quarantine, canaries, policy, results)

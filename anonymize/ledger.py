@@ -33,30 +33,12 @@ import shutil
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from anonymize.errors import InputError, transient_read_failure
-
-if TYPE_CHECKING:
-    from anonymize.pipeline import PlannedFile
+from anonymize.layout import PlannedFile, partition_key
 
 LEDGER = "_ledger.json"
 LEDGER_VERSION = 1
-
-
-def partition_key(rel: str) -> str | None:
-    """``date/region`` of a partition path (``.../date=D/region=R[/...]``), None if it has none.
-
-    >>> partition_key("restricted/lync_sessions/date=2026-11-01/region=EMEA")
-    '2026-11-01/EMEA'
-    """
-    day = region = None
-    for part in Path(rel).parts:
-        if part.startswith("date="):
-            day = part[5:]
-        elif part.startswith("region="):
-            region = part[7:]
-    return f"{day}/{region}" if day and region else None
 
 
 @dataclass(frozen=True)
@@ -109,7 +91,7 @@ class Ledger:
 
     def known_files(self, landing: Path) -> dict[str, tuple[int, int, str]]:
         """Path -> (size, modification time in ns, hash) of the recorded files, so that an
-        unchanged file is not hashed again (``pipeline.plan_inputs``)."""
+        unchanged file is not hashed again (``plan.plan_inputs``)."""
         return {
             str(Path(landing) / e["path"]): (e["size"], e["mtime_ns"], sha)
             for sha, e in self.entries.items()
@@ -137,7 +119,7 @@ def _rel(path: str, landing: Path) -> str:
 class IncrementalBatch:
     """Which files a run reads, in two steps, and what it publishes (see the module docstring).
 
-    ``planned`` are the files of the landing zone (``pipeline.plan_inputs``); ``sources`` limits
+    ``planned`` are the files of the landing zone (``plan.plan_inputs``); ``sources`` limits
     the families whose new files the run takes (earlier files of any family are still read to
     complete an affected partition).
     """

@@ -32,7 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from anonymize.contracts import Contract, load_contract, load_output_schema
 from anonymize.errors import ContractError, PolicyError
 from anonymize.operators import INPUT_TO_OUTPUT_TYPE, REGIONS, REGISTRY, OperatorSpec, Options
-from anonymize.releases import STATISTICS, ReleaseSpec
+from anonymize.statistics import STATISTICS
 
 DEFAULT_POLICY = resources.files("policies").joinpath("default.yaml")
 
@@ -83,6 +83,65 @@ class GateSettings(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     max_withheld_share: float = Field(default=0.001, ge=0, le=0.05)
+
+
+# The scope of a recipient's pseudonyms in an event dataset ("none" removes them).
+PseudonymScope = Literal["none", "day", "month", "stable"]
+
+
+class DpSettings(BaseModel):
+    """Differential privacy of a release's statistics (OpenDP's Laplace mechanism)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    enabled: bool = False
+    epsilon: float = Field(default=1.0, gt=0, le=20)  # per statistic
+    max_rows_per_person: int = Field(default=20, ge=1)  # per statistic and day
+    max_minutes: float = Field(default=240.0, gt=0)  # per row
+    # Which cells exist is private too: cells are selected by OpenDP's Laplace threshold
+    # mechanism, whose threshold is set so a cell of a few people shows with probability delta.
+    delta: float = Field(default=1e-6, gt=0, le=1e-2)
+
+
+class DominanceRule(BaseModel):
+    """An (n, k) dominance rule on magnitudes (minutes): a cell whose ``n`` largest contributors
+    (people) give more than ``max_share`` of its total is suppressed, as tau-Argus does for
+    magnitude tables: a published total would tell each dominant person's share."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    n: int = Field(ge=1, le=5)
+    max_share: float = Field(gt=0, le=1)
+
+
+class ReleaseSpec(BaseModel):
+    """One recipient's release, as the policy declares it."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    recipient: str = Field(pattern=r"^[a-z0-9][a-z0-9._\-]{0,62}$")
+    statistics: tuple[str, ...] = ()
+    granularity: Literal["day", "hour"] = "day"
+    k: int = Field(ge=2)
+    dp: DpSettings = DpSettings()
+    # Event-level datasets this recipient may receive, with the scope of its pseudonyms.
+    events: dict[str, PseudonymScope] = Field(default_factory=dict)
+    # The gate refuses the release when more than this share of the people of an event dataset
+    # are singled out by up to 4 of their own points (hour and region).
+    max_unicity: float = Field(default=0.5, ge=0, le=1)
+    # ... and when more than this share of its records sit in groups of fewer than k records
+    # with the same quasi-identifiers (time, region, the categorical columns).
+    max_share_below_k: float = Field(default=0.05, ge=0, le=1)
+    # Event datasets released to several recipients with pseudonyms of their own: the share of
+    # rows unique on their other columns (joining the releases links those pseudonyms).
+    max_linkable_share: float = Field(default=0.0, ge=0, le=1)
+    # Event datasets: durations and other decimals are published rounded to this many seconds.
+    event_precision_s: float = Field(default=60.0, gt=0)
+    # Magnitudes (minutes): cells where a few people give most of the total are suppressed.
+    dominance: tuple[DominanceRule, ...] = (
+        DominanceRule(n=1, max_share=0.7),
+        DominanceRule(n=2, max_share=0.85),
+    )
 
 
 class Partition(BaseModel):

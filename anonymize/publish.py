@@ -1,16 +1,8 @@
-"""Discovery of inputs, atomic publication of staged partitions, and the run manifest.
+"""Atomic publication of staged partitions, and the run manifest.
 
-Layout under the output root::
-
-    restricted/<dataset>/date=YYYY-MM-DD/region=R/part-*.parquet   published datasets
-    _staging/<run-id>/...                                          this run's outputs, unswapped
-    _quarantine/<run-id>/<dataset>/*.parquet                       rejected raw rows (restricted)
-    shareable/<release>/<dataset>/date=.../region=.../*.parquet    what a recipient receives
-    _manifests/<run-id>.json                                       what was done
-    _lock                                                          the run that owns the root
-
-Staging sits outside every dataset root, so no reader (polars and DuckDB globs included) sees a
-half-written run. Each staged partition replaces its live twin by two renames on one filesystem.
+The output root's layout is in ``anonymize.layout``. Staging sits outside every dataset root,
+so no reader (polars and DuckDB globs included) sees a half-written run. Each staged partition
+replaces its live twin by two renames on one filesystem.
 """
 
 from __future__ import annotations
@@ -23,14 +15,8 @@ import shutil
 from datetime import UTC, datetime
 from pathlib import Path
 
-from anonymize.errors import InputError, PublishError
-
-FAMILIES = ("lync", "connect", "weblogs")
-STAGING = "_staging"
-TRASH = "_trash"
-QUARANTINE = "_quarantine"
-MANIFESTS = "_manifests"
-LOCK = "_lock"
+from anonymize.errors import PublishError
+from anonymize.layout import LOCK, MANIFESTS, QUARANTINE, STAGING, TRASH, partition_key
 
 
 def _alive(pid: int) -> bool:
@@ -158,27 +144,6 @@ def new_run_id(now: datetime | None = None) -> str:
     return f"{now:%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
 
 
-def discover(landing: Path) -> list[tuple[str, str]]:
-    """Every input file of the landing zone, as sorted (path, family) pairs.
-
-    Files sit in one subfolder per source family (``lync/``, ``connect/``, ``weblogs/``), at any
-    depth. Hidden files and folders (``.``-prefixed) are skipped. The landing zone is only read.
-    """
-    landing = Path(landing)
-    if not landing.is_dir():
-        raise InputError(f"the landing zone {landing} is not a folder")
-    found = []
-    for family in FAMILIES:
-        root = landing / family
-        if not root.is_dir():
-            continue
-        for path in sorted(root.rglob("*")):
-            rel = path.relative_to(landing).parts
-            if path.is_file() and not any(p.startswith(".") for p in rel):
-                found.append((str(path), family))
-    return found
-
-
 def _partition_dirs(root: Path, releases: list[str] | None = None) -> list[Path]:
     shareable = "shareable/*/*/date=*/region=*"
     return sorted(
@@ -212,8 +177,6 @@ def publish_partitions(
     that the run did not stage (its rows are gone, e.g. a corrected export) is removed too, in
     the restricted datasets and in the shareable folders of ``releases`` (all when None).
     """
-    from anonymize.ledger import partition_key
-
     staging, out = Path(staging), Path(out)
     published = []
     staged = _partition_dirs(staging)

@@ -1,5 +1,7 @@
-"""Web traffic as it really arrives: hostile (people in paths, user agents and referers) and
-noisy (scanners, spam, network-address clients, very long and non-ASCII URLs).
+"""Synthetic web traffic as it really arrives: hostile (people in it) and noisy (scanners, spam).
+
+Hostile: people in paths, user agents and referers. Noisy: scanners, spam, network-address
+clients, very long and non-ASCII URLs.
 
 ``generate_hostile_weblogs`` writes, for the people of a world, the requests that carry Personal
 Data in the places the templating must catch: names in directory pages, SharePoint personal-site

@@ -19,8 +19,8 @@ from datetime import date, timedelta
 from pathlib import Path
 
 from anonymize.keys import KeyRing
-from anonymize.pipeline import run_local
 from anonymize.policy import DEFAULT_POLICY, load_policy
+from anonymize.run import run_local
 from anonymize.synth_sources import generate_all
 from anonymize.synth_web import generate_hostile_weblogs, noisy_access_log
 

@@ -22,8 +22,8 @@ import numpy as np
 
 from anonymize.contracts import load_contract
 from anonymize.keys import KeyRing
-from anonymize.pipeline import run_local
 from anonymize.policy import DEFAULT_POLICY, load_policy
+from anonymize.run import run_local
 from anonymize.synth import _as_ssms, _sessions, make_world
 
 START = date(2026, 11, 16)

@@ -10,8 +10,8 @@ import time
 from pathlib import Path
 
 from anonymize.keys import KeyRing
-from anonymize.pipeline import run_local
 from anonymize.policy import DEFAULT_POLICY, load_policy
+from anonymize.run import run_local
 
 
 def main(landing: Path, out: Path) -> None:

@@ -16,9 +16,8 @@ from pathlib import Path
 import polars as pl
 
 from anonymize.keys import KeyRing
-from anonymize.pipeline import stage_releases
-from anonymize.policy import DEFAULT_POLICY, load_policy
-from anonymize.releases import DpSettings
+from anonymize.policy import DEFAULT_POLICY, DpSettings, load_policy
+from anonymize.releases import stage_releases
 
 
 def main(out: Path, dp: bool) -> None:

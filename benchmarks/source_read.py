@@ -23,9 +23,9 @@ from pathlib import Path
 import numpy as np
 
 from anonymize.keys import KeyRing
-from anonymize.pipeline import process_file
 from anonymize.policy import DEFAULT_POLICY, load_policy
 from anonymize.sources import open_source
+from anonymize.stage import process_file
 
 WORK = Path(__file__).resolve().parent / "work"
 UA = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0"

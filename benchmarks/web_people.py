@@ -16,9 +16,9 @@ from pathlib import Path
 import polars as pl
 
 from anonymize.keys import KeyRing
-from anonymize.pipeline import run_local
 from anonymize.policy import DEFAULT_POLICY, load_policy
-from anonymize.releases import PERSON, STATISTICS
+from anonymize.run import run_local
+from anonymize.statistics import PERSON, STATISTICS
 from anonymize.synth_sources import generate_all
 
 

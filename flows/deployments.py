@@ -20,7 +20,8 @@ from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLi
 from prefect.client.schemas.schedules import CronSchedule
 from prefect.deployments.runner import EntrypointType, RunnerDeployment
 
-from flows.nightly import RunParams, cdranon_run
+from anonymize.run import RunParams
+from flows.nightly import cdranon_run
 
 DEFAULT_CRON = "30 2 * * *"  # 02:30 UTC, after the exports of the day have landed
 TAGS = ["cdranon"]

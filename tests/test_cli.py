@@ -137,7 +137,7 @@ def test_the_progress_bar_follows_the_runs_reports(monkeypatch):
     from rich.console import Console
 
     import anonymize.cli as cli
-    from flows.nightly import Progress
+    from anonymize.run import Progress
 
     screen = io.StringIO()
     monkeypatch.setattr(cli, "err_console", Console(file=screen, force_terminal=True, width=80))
@@ -155,7 +155,7 @@ def test_the_progress_bar_follows_the_runs_reports(monkeypatch):
 def test_status_says_what_the_next_run_would_read(tmp_path, policy, dev_keyring):
     import shutil
 
-    from anonymize.pipeline import run_local
+    from anonymize.run import run_local
     from tests.conftest import SAMPLE
 
     landing, out = tmp_path / "landing", tmp_path / "out"

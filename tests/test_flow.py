@@ -11,8 +11,9 @@ from typer.testing import CliRunner
 from anonymize.cli import EXIT_NOT_PUBLISHED, app
 from anonymize.contracts import load_contract
 from anonymize.policy import DEFAULT_POLICY
+from anonymize.run import RunParams
 from anonymize.synth_sources import generate_all
-from flows.nightly import RunParams, cdranon_run
+from flows.nightly import cdranon_run
 from tests.conftest import SAMPLE
 
 pytestmark = pytest.mark.flow

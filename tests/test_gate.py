@@ -15,10 +15,10 @@ from typer.testing import CliRunner
 
 from anonymize.cli import app
 from anonymize.gate import canaries_from_landing, luhn_ok, scan, scan_values
-from anonymize.pipeline import run_local
 from anonymize.policy import DEFAULT_POLICY, load_policy
 from anonymize.releases import pseudonym_columns
 from anonymize.report import render_html
+from anonymize.run import run_local
 from anonymize.synth_sources import generate_all
 from tests.conftest import SAMPLE
 
@@ -28,7 +28,7 @@ NO_CANARIES = None
 
 def _raw_values(landing: Path, column: str) -> list[str]:
     """Distinct raw values of one input column anywhere in a landing zone (test material)."""
-    from anonymize.publish import discover
+    from anonymize.layout import discover
     from anonymize.sources import open_source
 
     out: set[str] = set()

@@ -13,7 +13,8 @@ import polars as pl
 import pytest
 
 from anonymize.identifiers import normalize_identifier, pseudonym
-from anonymize.pipeline import make_context, run_local
+from anonymize.run import run_local
+from anonymize.stage import make_context
 
 
 def write(root: Path, rel: str, text: str) -> None:

@@ -13,8 +13,9 @@ import pytest
 
 from anonymize.contracts import load_output_schema
 from anonymize.identifiers import normalize_identifier, pseudonym
-from anonymize.pipeline import make_context, run_local
-from anonymize.releases import PERSON, STATISTICS
+from anonymize.run import run_local
+from anonymize.stage import make_context
+from anonymize.statistics import PERSON, STATISTICS
 from anonymize.synth_sources import generate_all
 
 DAYS = 30

@@ -22,7 +22,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from anonymize.gate import canaries_from_landing, scan_values
-from anonymize.pipeline import run_local
+from anonymize.run import run_local
 from anonymize.synth_sources import generate_all
 from anonymize.synth_web import (
     BROWSERS,

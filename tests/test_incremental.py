@@ -17,8 +17,9 @@ import polars as pl
 import pytest
 
 from anonymize.errors import InputError
-from anonymize.ledger import LEDGER, Ledger, Scope, partition_key
-from anonymize.pipeline import run_local
+from anonymize.layout import partition_key
+from anonymize.ledger import LEDGER, Ledger, Scope
+from anonymize.run import run_local
 from tests.conftest import SAMPLE
 
 LATE = "weblogs/EMEA/www/access-2026-11-23.log"
@@ -77,11 +78,11 @@ def test_a_second_run_over_the_same_files_reads_and_changes_nothing(
     assert set(Ledger.load(out).entries) == {r.sha256 for r in results if r.contract not in side}
     before = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in out.rglob("*.parquet")}
 
-    import anonymize.pipeline as pipeline
+    import anonymize.plan as plan
 
     hashed = []
-    real_sha256 = pipeline.file_sha256
-    monkeypatch.setattr(pipeline, "file_sha256", lambda p: hashed.append(p) or real_sha256(p))
+    real_sha256 = plan.file_sha256
+    monkeypatch.setattr(plan, "file_sha256", lambda p: hashed.append(p) or real_sha256(p))
     results, published, report = run(landing, out, policy, dev_keyring, "r2")
     assert (results, published, report["affected"]) == ([], [], [])
     # Recorded files with their size and time unchanged are not hashed again (join sources,

@@ -8,7 +8,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from anonymize.pipeline import run_local
+from anonymize.run import run_local
 
 
 def _all_output_text(out: Path) -> str:

@@ -16,8 +16,9 @@ import pytest
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 
-from anonymize.publish import LOCK, TRASH
-from flows.nightly import Progress, RunParams, cdranon_run, flow_for
+from anonymize.layout import LOCK, TRASH
+from anonymize.run import Progress, RunParams
+from flows.nightly import cdranon_run, flow_for
 from tests.conftest import SAMPLE
 from tests.test_incremental import LATE, assert_same_as_clean_run, landing_from_sample, snapshot
 
@@ -159,17 +160,17 @@ def test_a_run_killed_while_publishing_leaves_whole_partitions_and_the_next_run_
 def test_a_file_that_fails_fails_the_flow_run_and_the_manifest_says_which(
     prefect_harness, tmp_path, monkeypatch
 ):
-    import flows.nightly as nightly
+    import anonymize.run as engine
 
     landing, out = landing_from_sample(tmp_path), tmp_path / "out"
-    real = nightly.process_file
+    real = engine.process_file
 
     def flaky(path, **kw):
         if Path(path).name == "SessionDetailsView.csv":
             raise RuntimeError("disk on fire")  # a bug, not an input problem
         return real(path, **kw)
 
-    monkeypatch.setattr(nightly, "process_file", flaky)
+    monkeypatch.setattr(engine, "process_file", flaky)
     state = cdranon_run(RunParams(landing=landing, out=out, dev_key=True), return_state=True)
     assert state.is_failed()
     [manifest] = [json.loads(p.read_text()) for p in (out / "_manifests").glob("*.json")]
@@ -181,11 +182,12 @@ def test_a_file_that_fails_fails_the_flow_run_and_the_manifest_says_which(
 
 
 def test_a_transient_read_failure_is_retried(prefect_harness, tmp_path, monkeypatch):
+    import anonymize.run as engine
     import flows.nightly as nightly
 
     monkeypatch.setattr(nightly.process_task, "retry_delay_seconds", [0, 0])
     landing, out = landing_from_sample(tmp_path), tmp_path / "out"
-    real = nightly.process_file
+    real = engine.process_file
     calls = {"n": 0}
 
     def flaky(path, **kw):
@@ -196,7 +198,7 @@ def test_a_transient_read_failure_is_retried(prefect_harness, tmp_path, monkeypa
                 result.status, result.reason = "refused", "cannot read the file (TimeoutError)"
         return result
 
-    monkeypatch.setattr(nightly, "process_file", flaky)
+    monkeypatch.setattr(engine, "process_file", flaky)
     summary = cdranon_run(RunParams(landing=landing, out=out, dev_key=True))
     assert calls["n"] == 2
     assert summary["status"] == "published"

@@ -13,8 +13,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from anonymize.identifiers import normalize_identifier, pseudonym
-from anonymize.pipeline import process_file, run_local
 from anonymize.publish import publish_partitions
+from anonymize.run import run_local
+from anonymize.stage import process_file
 from tests.conftest import SAMPLE
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -235,8 +236,8 @@ def test_voip_rows_beat_session_rows_of_the_same_session(
 
 
 def test_a_file_copied_twice_is_counted_once(tmp_path, policy, dev_keyring):
-    from anonymize.pipeline import plan_inputs
-    from anonymize.publish import discover
+    from anonymize.layout import discover
+    from anonymize.plan import plan_inputs
 
     landing = tmp_path / "landing"
     src = GOLDEN / "lync" / "2026-11-23" / "SessionDetailsView.csv"
@@ -342,7 +343,8 @@ def test_one_run_at_a_time_and_a_dead_runs_lock_is_recovered(tmp_path, policy, d
     import shutil
 
     from anonymize.errors import PublishError
-    from anonymize.publish import LOCK, STAGING, TRASH, RunLock
+    from anonymize.layout import LOCK, STAGING, TRASH
+    from anonymize.publish import RunLock
 
     landing = tmp_path / "landing"
     shutil.copytree(SAMPLE / "lync", landing / "lync")

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import polars as pl
 
-from anonymize.pipeline import process_file, run_local
-from anonymize.publish import QUARANTINE, discover
+from anonymize.layout import QUARANTINE, discover
+from anonymize.run import run_local
+from anonymize.stage import process_file
 from tests.conftest import SAMPLE
 
 

@@ -14,15 +14,10 @@ import yaml
 
 from anonymize.contracts import load_output_schema
 from anonymize.keys import KeyRing
-from anonymize.pipeline import run_local
-from anonymize.policy import DEFAULT_POLICY, load_policy
-from anonymize.releases import (
-    STATISTICS,
-    DpSettings,
-    ReleaseSpec,
-    compute_statistic,
-    pseudonym_columns,
-)
+from anonymize.policy import DEFAULT_POLICY, DpSettings, ReleaseSpec, load_policy
+from anonymize.releases import compute_statistic, pseudonym_columns
+from anonymize.run import run_local
+from anonymize.statistics import STATISTICS
 from anonymize.synth import generate_lync
 from tests.conftest import SAMPLE
 

@@ -12,9 +12,10 @@ import polars as pl
 import pytest
 
 from anonymize.errors import InputError
-from anonymize.pipeline import FileResult, run_local
+from anonymize.run import run_local
 from anonymize.sources import open_source
 from anonymize.sources.connect import ConnectXml
+from anonymize.stage import FileResult
 from anonymize.synth import World
 from anonymize.synth_sources import generate_all
 from tests.conftest import REAL_LOGS, SAMPLE
@@ -463,7 +464,8 @@ def test_integer_keys_without_a_users_export_stay_pseudonymous(tmp_path, policy,
 
 
 def test_lookup_scope_is_the_nearest_folder(tmp_path):
-    from anonymize.pipeline import LOOKUPS, _in_scope
+    from anonymize.layout import LOOKUPS
+    from anonymize.stage import _in_scope
 
     base = tmp_path / LOOKUPS / "lync_users"
     files = [

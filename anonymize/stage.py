@@ -1,4 +1,4 @@
-"""One input file through read, contract check and anonymisation, into staged Parquet parts.
+"""Stage one input file: read, contract check and anonymisation, into staged Parquet parts.
 
 ``process_file`` is the unit of work the flows schedule: it reads one export in fixed-size
 batches, types every column by the file's contract, sends bad rows to quarantine with a reason,
@@ -8,27 +8,24 @@ ends in exactly one of: published, quarantined (with a reason), filtered (with a
 
 Examples
 --------
-See ``tests/test_pipeline.py``; the flow in ``flows/nightly.py`` strings these calls together.
+See ``tests/test_pipeline.py``; ``anonymize.run`` calls ``process_file`` for each planned file.
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
 import shutil
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import polars as pl
 
-from anonymize.canaries import Canaries, Hint, collect
-from anonymize.contracts import Contract, load_output_schema
+from anonymize.canaries import Canaries, Hint, canary_key, collect
+from anonymize.contracts import Contract, all_contracts, load_contract, load_output_schema
 from anonymize.errors import ContractError, InputError
-from anonymize.gate import CANARIES, canary_key, run_gate, withhold
 from anonymize.keys import KeyRing
-from anonymize.ledger import IncrementalBatch, Ledger, Scope
+from anonymize.layout import CANARIES, LOOKUPS, PARQUET_OPTIONS
 from anonymize.operators import (
     REGISTRY,
     OpContext,
@@ -40,9 +37,6 @@ from anonymize.parse import REASON, type_frame
 from anonymize.policy import CompiledRule, DatasetPolicy, Policy, rule_columns
 from anonymize.sources import Reader, open_source
 from anonymize.sources.base import RAW_LINE, ROW, RawBatch, file_sha256, prefetch
-
-LOOKUPS = "_lookups"
-PARQUET_OPTIONS = {"compression": "zstd", "compression_level": 3, "statistics": True}
 
 
 @dataclass
@@ -208,8 +202,9 @@ def process_file(
         return result
     result.contract = contract.name
     file_tag = result.sha256[:16]
+    side = _SideFile(reader, contract, policy, ctx, staging, quarantine, file_tag, result)
     if contract.lookup is not None:
-        return _process_lookup(reader, contract, policy, ctx, staging, quarantine, file_tag, result)
+        return _process_lookup(side)
     ds = policy.dataset_for(contract)
     if ds is None:
         result.reason = f"the policy has no dataset for the contract {contract.name}"
@@ -217,9 +212,7 @@ def process_file(
     result.dataset = ds.name
     if contract.merge_into is not None:
         ctx.lookups = _load_lookups(lookups, rel)
-        return _process_companion(
-            reader, contract, ds, policy, ctx, staging, quarantine, file_tag, result
-        )
+        return _process_companion(side, ds)
     fixed_region = None
     region_col = ds.partition.region
     if ds.partition.region_from == "path" or region_col not in contract.column_map:
@@ -284,7 +277,7 @@ def process_file(
     return result
 
 
-def _canary_columns(contract: Contract, ds: DatasetPolicy | None) -> dict[str, Hint]:
+def canary_columns(contract: Contract, ds: DatasetPolicy | None) -> dict[str, Hint]:
     """Raw header names of the columns whose values are canaries, with how to read them.
 
     Every Personal Data column (but per-record random tokens, ``canary: false``), read by the
@@ -322,7 +315,7 @@ def _write_canaries(frames: list[pl.DataFrame], staging: Path, file_tag: str) ->
 
 def _canary_collector(contract: Contract, ds: DatasetPolicy | None, ctx: OpContext):
     """A function from a raw batch to its hashed canary forms."""
-    columns = _canary_columns(contract, ds)
+    columns = canary_columns(contract, ds)
     canaries = Canaries(canary_key(ctx.keyring))
     return lambda frame: collect(frame, columns, canaries, ctx.web)
 
@@ -364,8 +357,6 @@ def _load_companions(
 ) -> pl.DataFrame | None:
     """The anonymised companion rows staged for this contract (2010 VoipDetails for
     SessionDetails) in this file's scope, keyed by the contract's key; None when there are none."""
-    from anonymize.contracts import all_contracts
-
     frames = [
         pl.read_parquet(p)
         for c in all_contracts()
@@ -381,8 +372,6 @@ def _load_companions(
 
 def _load_lookups(lookups: dict[str, list[str]] | None, rel: str) -> dict[str, pl.DataFrame]:
     """Key -> pseudonym tables of the join sources in this file's scope, one per contract."""
-    from anonymize.contracts import load_contract
-
     out = {}
     for name, paths in (lookups or {}).items():
         if load_contract(name).lookup is None:
@@ -393,18 +382,22 @@ def _load_lookups(lookups: dict[str, list[str]] | None, rel: str) -> dict[str, p
     return out
 
 
+@dataclass
+class _SideFile:
+    """A join source or companion being staged: its reader and contract, the run's settings."""
+
+    reader: Reader
+    contract: Contract
+    policy: Policy
+    ctx: OpContext
+    staging: Path
+    quarantine: Path
+    file_tag: str
+    result: FileResult
+
+
 def _stage_side_table(
-    reader: Reader,
-    contract: Contract,
-    policy: Policy,
-    select: list[pl.Expr],
-    unique_on: list[str],
-    filtered_as: str,
-    staging: Path,
-    qdir: Path,
-    file_tag: str,
-    result: FileResult,
-    ctx: OpContext,
+    f: _SideFile, select: list[pl.Expr], unique_on: list[str], filtered_as: str, qdir: Path
 ) -> FileResult:
     """Read a file that publishes nothing itself into a table staged for later files of the run.
 
@@ -412,13 +405,14 @@ def _stage_side_table(
     reason ``filtered_as``. The table holds only ``select`` (pseudonyms, anonymised columns),
     never a raw identifier.
     """
+    result, file_tag = f.result, f.file_tag
     frames, canaries, quarantined = [], [], Counter[str]()
-    collect_canaries = _canary_collector(contract, policy.dataset_for(contract), ctx)
+    collect_canaries = _canary_collector(f.contract, f.policy.dataset_for(f.contract), f.ctx)
     try:
-        for i, batch in enumerate(prefetch(reader.batches(policy.batch_rows))):
+        for i, batch in enumerate(prefetch(f.reader.batches(f.policy.batch_rows))):
             result.rows_read += batch.rows_read
             canaries.append(collect_canaries(batch.frame))
-            typed = type_frame(contract, batch.frame)
+            typed = type_frame(f.contract, batch.frame)
             quarantined += _write_quarantine(
                 batch.frame, typed[REASON], batch, qdir / f"{file_tag}-{i:05d}.parquet"
             )
@@ -428,9 +422,9 @@ def _stage_side_table(
             stale.unlink()
         result.rows_read, result.reason = 0, str(exc)
         return result
-    _write_canaries(canaries, staging, file_tag)
+    _write_canaries(canaries, f.staging, file_tag)
     table = pl.concat(frames).unique(subset=unique_on, keep="first", maintain_order=True)
-    target = _scoped_path(staging, contract, result.path, file_tag)
+    target = _scoped_path(f.staging, f.contract, result.path, file_tag)
     target.parent.mkdir(parents=True, exist_ok=True)
     table.write_parquet(target)
     result.rows_quarantined = dict(sorted(quarantined.items()))
@@ -441,59 +435,24 @@ def _stage_side_table(
     return result
 
 
-def _process_lookup(
-    reader: Reader,
-    contract: Contract,
-    policy: Policy,
-    ctx: OpContext,
-    staging: Path,
-    quarantine: Path,
-    file_tag: str,
-    result: FileResult,
-) -> FileResult:
+def _process_lookup(f: _SideFile) -> FileResult:
     """Read a join source into ``key -> pseudonym`` (never the raw value) in the run's staging."""
-    spec = contract.lookup
+    spec = f.contract.lookup
     assert spec is not None
     pseudo = REGISTRY["pseudonymize"].fn(
-        pl.col(spec.value), options=PseudonymizeOptions(kind=spec.kind), ctx=ctx
+        pl.col(spec.value), options=PseudonymizeOptions(kind=spec.kind), ctx=f.ctx
     )
     select = [pl.col(spec.key).cast(pl.String).alias("key"), pseudo.alias("pseudonym")]
-    qdir = quarantine / contract.name
-    return _stage_side_table(
-        reader,
-        contract,
-        policy,
-        select,
-        ["key"],
-        "join_source",
-        staging,
-        qdir,
-        file_tag,
-        result,
-        ctx,
-    )
+    return _stage_side_table(f, select, ["key"], "join_source", f.quarantine / f.contract.name)
 
 
-def _process_companion(
-    reader: Reader,
-    contract: Contract,
-    ds: DatasetPolicy,
-    policy: Policy,
-    ctx: OpContext,
-    staging: Path,
-    quarantine: Path,
-    file_tag: str,
-    result: FileResult,
-) -> FileResult:
+def _process_companion(f: _SideFile, ds: DatasetPolicy) -> FileResult:
     """Anonymise a companion export (its key and the outputs of its columns) for the rows of the
     export it completes, processed later in the run; nothing of it is published on its own."""
-    key_cols = list(contract.key)
-    select = [*(pl.col(k) for k in key_cols), *_rule_exprs(ds.rules, contract, ctx)]
-    reason = f"merged_into:{contract.merge_into}"
-    qdir = quarantine / ds.name
-    return _stage_side_table(
-        reader, contract, policy, select, key_cols, reason, staging, qdir, file_tag, result, ctx
-    )
+    key_cols = list(f.contract.key)
+    select = [*(pl.col(k) for k in key_cols), *_rule_exprs(ds.rules, f.contract, f.ctx)]
+    reason = f"merged_into:{f.contract.merge_into}"
+    return _stage_side_table(f, select, key_cols, reason, f.quarantine / ds.name)
 
 
 def _process_batches(
@@ -597,301 +556,3 @@ def _process_batches(
     result.rows_quarantined = dict(sorted(quarantined.items()))
     result.rows_filtered = dict(sorted(filtered.items()))
     result.partitions = sorted(partitions)
-
-
-@dataclass(frozen=True)
-class PlannedFile:
-    """An input file and what its header says it is (None when it matches no contract yet)."""
-
-    path: str
-    family: str
-    contract: str | None
-    dataset: str | None
-    priority: int
-    sha256: str | None = None
-    duplicate_of: str | None = None  # an earlier file of the batch with the same bytes
-    # A join source or companion: publishes nothing itself, read by the files after it.
-    side: bool = False
-    merge_into: str | None = None  # a companion: the contract whose rows it completes
-    size: int = 0
-    mtime_ns: int = 0
-
-
-def plan_inputs(
-    files: list[tuple[str, str]],
-    policy: Policy,
-    known: dict[str, tuple[int, int, str]] | None = None,
-) -> list[PlannedFile]:
-    """Hash each file and recognise its kind from its header, for ordering and deduplication.
-
-    Files whose header cannot be matched are still planned; ``process_file`` refuses them with
-    the reason. A file with the same bytes as an earlier one (a copy dropped twice into the
-    landing zone) is marked, so it is refused instead of counted twice. Higher-priority kinds
-    come first (VoIP rows before the session rows they beat). ``known`` maps a path to the
-    size, modification time (ns) and hash the ledger recorded: a file whose size and time are
-    unchanged is not hashed again.
-    """
-    planned = []
-    seen: dict[str, str] = {}
-    for path, family in sorted(files):
-        contract = dataset = sha = duplicate_of = None
-        priority = size = mtime_ns = 0
-        join_source = side = False
-        merge_into = None
-        try:
-            st = os.stat(path)
-            size, mtime_ns = st.st_size, st.st_mtime_ns
-            cached = (known or {}).get(path)
-            if cached is not None and cached[:2] == (size, mtime_ns):
-                sha = cached[2]
-            else:
-                sha = file_sha256(Path(path))
-            c = open_source(Path(path), family).contract
-            ds = policy.dataset_for(c)
-            contract, dataset, priority = c.name, ds.name if ds else None, c.priority
-            join_source = c.lookup is not None
-            side = join_source or c.merge_into is not None
-            merge_into = c.merge_into
-        except (OSError, InputError, ContractError):
-            pass
-        # A join source publishes nothing: the same Users export in two folders serves both.
-        if sha is not None and not join_source:
-            duplicate_of = seen.setdefault(sha, path)
-            duplicate_of = None if duplicate_of == path else duplicate_of
-        planned.append(
-            PlannedFile(
-                path,
-                family,
-                contract,
-                dataset,
-                priority,
-                sha,
-                duplicate_of,
-                side,
-                merge_into,
-                size,
-                mtime_ns,
-            )
-        )
-    return sorted(planned, key=lambda p: (-p.priority, p.path))
-
-
-def priority_groups(planned: list[PlannedFile]) -> list[list[PlannedFile]]:
-    """Planned files in groups of equal priority, highest first.
-
-    Files of one group are independent (they may run in parallel); a group needs the session
-    keys of the groups before it (``skip_keys``) to filter sessions those already published.
-    """
-    groups: dict[int, list[PlannedFile]] = {}
-    for p in planned:
-        groups.setdefault(p.priority, []).append(p)
-    return [groups[k] for k in sorted(groups, reverse=True)]
-
-
-def release_metadata(policy: Policy, keyring: KeyRing, input_sha256s: list[str]) -> dict[str, str]:
-    """Key-value metadata of the shareable files of a run (no run id, no clock time)."""
-    digest = hashlib.sha256("\n".join(sorted(input_sha256s)).encode()).hexdigest()
-    return {
-        "cdranon.schema_version": "1",
-        "cdranon.policy_version": policy.version,
-        "cdranon.policy_hash": policy.hash,
-        "cdranon.inputs_digest": digest,
-        "cdranon.not_for_sharing": "true" if keyring.is_development else "false",
-    }
-
-
-def stage_releases(
-    names: list[str] | None,
-    policy: Policy,
-    keyring: KeyRing,
-    staging: Path,
-    input_sha256s: list[str],
-) -> dict[str, dict]:
-    """Compute the selected releases (all of the policy's when ``names`` is None) into staging.
-
-    Returns the manifest entry of each release: counts of cells, published and suppressed, the
-    DP budget, key ids; never a value.
-    """
-    from anonymize.releases import stage_release
-
-    meta = release_metadata(policy, keyring, input_sha256s)
-    chosen = list(policy.releases) if names is None else names
-    return {
-        name: stage_release(name, policy.releases[name], policy, keyring, staging, meta)
-        for name in chosen
-    }
-
-
-def withhold_findings(
-    staging: Path, quarantine: Path, policy: Policy, keyring: KeyRing, results: list[dict]
-) -> dict:
-    """Before the releases: rows of the staged restricted datasets that carry a canary or a
-    detector hit go to the quarantine (``results`` updated in place); see ``gate.withhold``."""
-    from anonymize.gate import load_canaries
-
-    canaries = load_canaries(staging, canary_key(keyring))
-    return withhold(staging, quarantine, canaries, policy, results)
-
-
-GroupFn = Callable[[list[PlannedFile], dict[str, list[str]], dict[str, list[str]]], list[dict]]
-
-
-class GroupRunner:
-    """Reads planned files one priority group at a time through ``run_group``.
-
-    ``run_group(files, skip_keys, lookups)`` processes the files of one group (in this process,
-    on threads or on a Dask cluster) and returns their ``FileResult.to_dict()``; the runner
-    carries, from group to group, the session keys (by dataset) and join-source tables (by
-    contract) that the files staged, as paths.
-    """
-
-    def __init__(self, run_group: GroupFn) -> None:
-        self.run_group = run_group
-        self.keys: dict[str, list[str]] = {}
-        self.lookups: dict[str, list[str]] = {}
-
-    def run(self, files: list[PlannedFile]) -> list[dict]:
-        results: list[dict] = []
-        for group in priority_groups(files):
-            done = self.run_group(
-                group,
-                {k: list(v) for k, v in self.keys.items()},
-                {k: list(v) for k, v in self.lookups.items()},
-            )
-            for r in done:
-                if r["keys_path"] and r["dataset"]:
-                    self.keys.setdefault(r["dataset"], []).append(r["keys_path"])
-                if r["lookup_path"] and r["contract"]:
-                    self.lookups.setdefault(r["contract"], []).append(r["lookup_path"])
-            results += done
-        return results
-
-
-def read_batch(
-    batch: IncrementalBatch, run_group: GroupFn, staging: Path, quarantine: Path
-) -> list[dict]:
-    """Read what ``batch`` says the run needs into ``staging``; return the file results.
-
-    First the side files and the pending files, then the earlier files of the partitions those
-    touched (all again from scratch when an earlier file outranks a new one), then staged
-    partitions outside the affected set are dropped. No file: the run is up to date.
-    """
-    first = batch.first_files()
-    if not batch.has_work:
-        return []
-    runner = GroupRunner(run_group)
-    results = runner.run(first)
-    second, restart = batch.second_files(results)
-    if restart:
-        shutil.rmtree(staging, ignore_errors=True)
-        shutil.rmtree(quarantine, ignore_errors=True)
-        results = GroupRunner(run_group).run(first + second)
-    elif second:
-        results += runner.run(second)
-    batch.prune(staging)
-    return results
-
-
-def run_local(
-    landing: Path,
-    out: Path,
-    *,
-    policy: Policy,
-    keyring: KeyRing,
-    run_id: str,
-    releases: list[str] | None = None,
-    report: dict | None = None,
-    scope: Scope | None = None,
-    reprocess: bool = False,
-    sources: frozenset[str] | None = None,
-) -> tuple[list[FileResult], list[str]]:
-    """Process a landing zone in this process, without Prefect, and publish; for tests and tools.
-
-    Reads what the ledger says is new (see ``anonymize.ledger``) and returns the file results
-    and the published partitions (none when the privacy gate refuses the release, or when
-    nothing is new); ``report``, when given, receives the releases' manifest entries under
-    ``"releases"``, the gate's verdict and findings under ``"gate"`` and the rebuilt
-    ``date/region`` keys under ``"affected"``. ``releases`` selects the policy's releases to
-    publish (all by default). The flow in ``flows/nightly.py`` does the same with one Prefect
-    task per file, a manifest and a report.
-    """
-    from anonymize.publish import RunLock
-
-    with RunLock(out, run_id):
-        return _run_local(
-            landing, out, policy, keyring, run_id, releases, report, scope, reprocess, sources
-        )
-
-
-def _run_local(
-    landing: Path,
-    out: Path,
-    policy: Policy,
-    keyring: KeyRing,
-    run_id: str,
-    releases: list[str] | None,
-    report: dict | None,
-    scope: Scope | None,
-    reprocess: bool,
-    sources: frozenset[str] | None,
-) -> tuple[list[FileResult], list[str]]:
-    from anonymize.publish import QUARANTINE, STAGING, discover, publish_partitions
-
-    landing, out = Path(landing), Path(out)
-    staging, quarantine = out / STAGING / run_id, out / QUARANTINE / run_id
-    ledger = Ledger.load(out)
-    known = None if reprocess else ledger.known_files(landing)
-    batch = IncrementalBatch(
-        plan_inputs(discover(landing), policy, known),
-        ledger,
-        landing,
-        scope or Scope(),
-        reprocess,
-        sources,
-    )
-
-    def run_group(group: list[PlannedFile], skip: dict, lookups: dict) -> list[dict]:
-        return [
-            process_file(
-                Path(p.path),
-                family=p.family,
-                policy=policy,
-                keyring=keyring,
-                staging=staging,
-                quarantine=quarantine,
-                landing=landing,
-                skip_keys=skip.get(p.dataset or "") or None,
-                lookups=lookups,
-                sha256=p.sha256,
-                duplicate_of=p.duplicate_of,
-            ).to_dict()
-            for p in group
-        ]
-
-    raw = read_batch(batch, run_group, staging, quarantine)
-    if report is not None:
-        report["affected"] = sorted(batch.affected)
-    if not batch.affected:
-        shutil.rmtree(staging, ignore_errors=True)
-        if raw:
-            batch.commit(raw, run_id)
-            batch.ledger.save(out)
-        return [FileResult(**r) for r in raw], []
-    withheld = withhold_findings(staging, quarantine, policy, keyring, raw)
-    results = [FileResult(**r) for r in raw]
-    shas = [r.sha256 for r in results if r.status == "processed" and r.sha256]
-    entries = stage_releases(releases, policy, keyring, staging, shas)
-    gate = run_gate(staging, policy, canary_key(keyring), withheld)
-    if report is not None:
-        report["releases"] = entries
-        report["gate"] = gate
-    if gate["verdict"] != "pass":
-        shutil.rmtree(staging, ignore_errors=True)
-        return results, []
-    published = publish_partitions(
-        staging, out, run_id, replace=batch.affected, releases=list(entries)
-    )
-    batch.commit(raw, run_id)
-    batch.ledger.save(out)
-    shutil.rmtree(staging, ignore_errors=True)
-    return results, published

@@ -1,0 +1,612 @@
+"""The run engine: one sequence from a landing zone to a published release, for every entry point.
+
+``Run.execute`` owns the whole run: the output root's lock, planning, reading the files (one
+priority group at a time, through an ``Executor``), withholding rows with findings, the
+releases, the privacy gate, publication, the ledger, the statuses, the manifest and the report.
+Entry points only choose the executor: ``run_local`` runs everything in this process (tests,
+tools, benchmarks); the Prefect flow (``flows/nightly.py``) runs each file and each step as a
+Prefect task, on threads or a Dask cluster. Both give the same bytes and the same statuses.
+
+Statuses: ``published``; ``up_to_date`` (nothing new since the last run); ``nothing_published``
+(no input, nothing readable, nothing in the run's scope); ``refused_by_gate``; ``failed`` (an
+exception, raised again after the manifest is written).
+
+Examples
+--------
+>>> progress_percent("read", 1, 4), progress_percent("gate", 0, 1)
+(20.0, 88.0)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import os
+import shutil
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any, ClassVar, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from anonymize import __version__
+from anonymize.canaries import canary_key
+from anonymize.errors import CdranonError, TransientReadError, transient_read_failure
+from anonymize.gate import run_gate, withhold_findings
+from anonymize.keys import KeyRing
+from anonymize.layout import QUARANTINE, STAGING, PlannedFile, discover
+from anonymize.ledger import IncrementalBatch, Ledger, Scope
+from anonymize.plan import plan_inputs, priority_groups
+from anonymize.policy import DEFAULT_POLICY, Policy, load_policy
+from anonymize.publish import (
+    RunLock,
+    build_manifest,
+    new_run_id,
+    owner_only,
+    publish_partitions,
+    write_manifest,
+)
+from anonymize.releases import stage_releases
+from anonymize.report import render_markdown, write_report
+from anonymize.stage import FileResult, process_file
+
+DEBUG_ENV = "CDRANON_DEBUG"
+# A read that fails in a way a retry may cure is tried three times in all.
+READ_RETRY_DELAYS = (2, 10)
+
+Family = Literal["lync", "connect", "weblogs"]
+Region = Literal["AMER", "EMEA", "APAC"]
+T = TypeVar("T")
+
+
+class RunParams(BaseModel):
+    """Parameters of a run (the flow's parameters; validated before any task starts).
+
+    A scheduled run takes every new input file (see ``anonymize.ledger``); ``sources``,
+    ``regions`` and ``date_from``/``date_to`` narrow what it takes and publishes; ``reprocess``
+    rebuilds every partition of that scope from the files in the landing zone. Paths and
+    switches only: the key is never a parameter.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    landing: Path
+    out: Path
+    policy: Path | None = None
+    dev_key: bool = False
+    # One of the policy's releases to publish; None publishes all of them.
+    release: str | None = None
+    sources: list[Family] | None = Field(default=None, min_length=1)
+    regions: list[Region] | None = Field(default=None, min_length=1)
+    date_from: date | None = None
+    date_to: date | None = None
+    reprocess: bool = False
+
+    @model_validator(mode="after")
+    def _dates_in_order(self) -> RunParams:
+        if self.date_from and self.date_to and self.date_from > self.date_to:
+            raise ValueError("date_from is after date_to")
+        return self
+
+    def scope(self) -> Scope:
+        return Scope(
+            regions=frozenset(self.regions) if self.regions else None,
+            date_from=self.date_from,
+            date_to=self.date_to,
+        )
+
+    def load_policy(self) -> Policy:
+        return load_policy(self.policy or DEFAULT_POLICY)
+
+    def check(self, policy: Policy) -> None:
+        """The checks that need the policy; raise CdranonError before anything runs."""
+        if self.release is not None and self.release not in policy.releases:
+            known = ", ".join(sorted(policy.releases)) or "none"
+            raise CdranonError(f"the policy has no release {self.release!r} (it has: {known})")
+        if not self.landing.is_dir():
+            raise CdranonError(f"the landing zone {self.landing} is not a folder")
+
+
+def load_keyring(
+    params: RunParams, policy: Policy, secret_loader: Callable[[str], str] | None = None
+) -> KeyRing:
+    """The run's keys: --dev-key, CDRANON_MASTER_KEY, or the policy's secret (``secret_loader``
+    reads a Prefect Secret block by name in the flow)."""
+    return KeyRing.load(
+        dev_key=params.dev_key,
+        secret_name=policy.key.prefect_secret,
+        secret_loader=secret_loader,
+    )
+
+
+def progress_percent(stage: str, done: int, total: int) -> float:
+    """How far a run is: reading is the first 80 %, releases, gate and publish one step each."""
+    if stage == "read":
+        return 80.0 * done / total if total else 0.0
+    return {"release": 80.0, "gate": 88.0, "publish": 95.0, "done": 100.0}[stage]
+
+
+class Progress:
+    """The run's progress, reported to its sinks and to every listener (the CLI's bar).
+
+    ``report(stage, done, total)``: reading counts files; releases, gate and publish are one
+    step each. Never a data value. A sink or listener that fails is ignored.
+    """
+
+    listeners: ClassVar[list[Callable[[str, int, int], None]]] = []
+
+    def __init__(self, sinks: tuple[Callable[[str, int, int], None], ...] = ()) -> None:
+        self.sinks = sinks
+
+    def report(self, stage: str, done: int, total: int) -> None:
+        for listener in [*self.sinks, *self.listeners]:
+            with contextlib.suppress(Exception):
+                listener(stage, done, total)
+
+
+def stage_file(
+    planned: PlannedFile,
+    *,
+    landing: Path,
+    out: Path,
+    run_id: str,
+    policy: Policy,
+    keyring: KeyRing,
+    skip_keys: list[str],
+    lookups: dict[str, list[str]],
+    log: logging.Logger | logging.LoggerAdapter,
+) -> dict:
+    """Anonymise one planned file into the run's staging area; return its counts.
+
+    The unit of work of every executor. ``skip_keys`` and ``lookups`` are paths of files that
+    earlier priority groups staged (session keys; key -> pseudonym tables of join sources):
+    paths, never data. A read that fails in a way a retry may cure raises TransientReadError;
+    an error of a library is reported by its type only (its message can quote a value).
+    """
+    owner_only()  # a Dask worker is a process of its own
+    try:
+        result = process_file(
+            Path(planned.path),
+            family=planned.family,
+            policy=policy,
+            keyring=keyring,
+            staging=out / STAGING / run_id,
+            quarantine=out / QUARANTINE / run_id,
+            landing=landing,
+            skip_keys=skip_keys or None,
+            lookups=lookups,
+            sha256=planned.sha256,
+            duplicate_of=planned.duplicate_of,
+        )
+    except CdranonError:
+        raise
+    except Exception as exc:
+        if os.environ.get(DEBUG_ENV):
+            traceback.print_exc()
+        raise CdranonError(
+            f"processing {Path(planned.path).name} failed with {type(exc).__name__}; "
+            f"set {DEBUG_ENV}=1 and rerun on a private machine to see the traceback"
+        ) from None
+    if result.status == "refused" and transient_read_failure(result.reason):
+        raise TransientReadError(f"{result.path}: {result.reason}")
+    if result.status == "refused":
+        log.warning("%s: refused: %s", result.path, result.reason)
+        return result.to_dict()
+    log.info(
+        "%s: %s, %d read, %d published, %d quarantined, %d filtered",
+        result.path,
+        result.contract,
+        result.rows_read,
+        result.rows_published,
+        sum(result.rows_quarantined.values()),
+        sum(result.rows_filtered.values()),
+    )
+    if not result.balanced:
+        raise CdranonError(f"{result.path}: rows read do not add up; nothing is published")
+    return result.to_dict()
+
+
+class Executor:
+    """Where a run's work happens: here, in this process (the base for other executors).
+
+    ``read_files`` stages the files of one priority group and returns their counts;
+    ``step(name, fn, *args)`` runs one step of the sequence (discover, withhold, release,
+    privacy-gate, publish); ``finished`` receives the run's report in Markdown.
+    """
+
+    retry_delays: tuple[float, ...] = READ_RETRY_DELAYS
+
+    def logger(self) -> logging.Logger | logging.LoggerAdapter:
+        return logging.getLogger("cdranon")
+
+    def read_files(
+        self, run: Run, group: list[PlannedFile], skip: dict[str, list[str]], lookups: dict
+    ) -> list[dict]:
+        return [self._with_retries(run, p, skip.get(p.dataset or "", []), lookups) for p in group]
+
+    def _with_retries(self, run: Run, p: PlannedFile, skip: list[str], lookups: dict) -> dict:
+        for delay in (*self.retry_delays, None):
+            try:
+                return stage_file(
+                    p, landing=run.landing, out=run.out, run_id=run.run_id, policy=run.policy,
+                    keyring=run.keyring, skip_keys=skip, lookups=lookups, log=self.logger(),
+                )  # fmt: skip
+            except TransientReadError:
+                if delay is None:
+                    raise
+                time.sleep(delay)
+        raise AssertionError("unreachable")
+
+    def step(self, name: str, fn: Callable[..., T], *args: Any) -> T:
+        return fn(*args)
+
+    def finished(self, run_id: str, markdown: str) -> None:
+        return None
+
+
+GroupFn = Callable[[list[PlannedFile], dict[str, list[str]], dict[str, list[str]]], list[dict]]
+
+
+class GroupRunner:
+    """Reads planned files one priority group at a time through ``run_group``.
+
+    ``run_group(files, skip_keys, lookups)`` processes the files of one group and returns their
+    ``FileResult.to_dict()``; the runner carries, from group to group, the session keys (by
+    dataset) and join-source tables (by contract) that the files staged, as paths.
+    """
+
+    def __init__(self, run_group: GroupFn) -> None:
+        self.run_group = run_group
+        self.keys: dict[str, list[str]] = {}
+        self.lookups: dict[str, list[str]] = {}
+
+    def run(self, files: list[PlannedFile]) -> list[dict]:
+        results: list[dict] = []
+        for group in priority_groups(files):
+            done = self.run_group(
+                group,
+                {k: list(v) for k, v in self.keys.items()},
+                {k: list(v) for k, v in self.lookups.items()},
+            )
+            for r in done:
+                if r["keys_path"] and r["dataset"]:
+                    self.keys.setdefault(r["dataset"], []).append(r["keys_path"])
+                if r["lookup_path"] and r["contract"]:
+                    self.lookups.setdefault(r["contract"], []).append(r["lookup_path"])
+            results += done
+        return results
+
+
+def read_batch(
+    batch: IncrementalBatch, run_group: GroupFn, staging: Path, quarantine: Path
+) -> list[dict]:
+    """Read what ``batch`` says the run needs into ``staging``; return the file results.
+
+    First the side files and the pending files, then the earlier files of the partitions those
+    touched (all again from scratch when an earlier file outranks a new one), then staged
+    partitions outside the affected set are dropped. No file: the run is up to date.
+    """
+    first = batch.first_files()
+    if not batch.has_work:
+        return []
+    runner = GroupRunner(run_group)
+    results = runner.run(first)
+    second, restart = batch.second_files(results)
+    if restart:
+        shutil.rmtree(staging, ignore_errors=True)
+        shutil.rmtree(quarantine, ignore_errors=True)
+        results = GroupRunner(run_group).run(first + second)
+    elif second:
+        results += runner.run(second)
+    batch.prune(staging)
+    return results
+
+
+@dataclass
+class _Outcome:
+    """What a run has done so far: what the manifest and the summary are made of."""
+
+    results: list[dict] = field(default_factory=list)
+    published: list[str] = field(default_factory=list)
+    releases: dict[str, dict] = field(default_factory=dict)
+    gate: dict = field(default_factory=lambda: {"verdict": "not_run", "findings": []})
+    status: str = "failed"
+    reason: str | None = None
+    batch: IncrementalBatch | None = None
+    files_read: int = 0
+
+
+@dataclass
+class Run:
+    """One run over a landing zone into an output root (see the module docstring)."""
+
+    landing: Path
+    out: Path
+    policy: Policy
+    keyring: KeyRing
+    run_id: str = field(default_factory=new_run_id)
+    releases: list[str] | None = None  # the policy's releases to publish; None: all
+    scope: Scope = field(default_factory=Scope)
+    reprocess: bool = False
+    sources: frozenset[str] | None = None
+    executor: Executor = field(default_factory=Executor)
+    progress: Progress = field(default_factory=Progress)
+
+    @classmethod
+    def from_params(cls, params: RunParams, policy: Policy, keyring: KeyRing, **kw: Any) -> Run:
+        """The run ``params`` describe (``kw``: run_id, executor, progress)."""
+        return cls(
+            params.landing, params.out, policy, keyring,
+            releases=None if params.release is None else [params.release],
+            scope=params.scope(), reprocess=params.reprocess,
+            sources=frozenset(params.sources) if params.sources else None, **kw,
+        )  # fmt: skip
+
+    def __post_init__(self) -> None:
+        self.landing, self.out = Path(self.landing), Path(self.out)
+        self.staging = self.out / STAGING / self.run_id
+        self.quarantine = self.out / QUARANTINE / self.run_id
+
+    def execute(self) -> dict:
+        """Run, write the manifest and the report, and return the run's summary.
+
+        Raises when a file cannot be processed, when new input cannot be merged with the
+        earlier files of its days, or when publishing fails; the manifest and the report are
+        written in every case and say why.
+        """
+        started = datetime.now(UTC)
+        log = self.executor.logger()
+        log.info(
+            "run %s: policy %s, key %s%s", self.run_id, self.policy.version, self.keyring.key_id,
+            " (development key: outputs are not for sharing)" if self.keyring.is_development
+            else "",
+        )  # fmt: skip
+        done = _Outcome()
+        lock = RunLock(self.out, self.run_id)
+        try:
+            # One run at a time per output root; a lock left by a dead run is taken over, and
+            # what that run left half-published is put back first.
+            lock.acquire()
+            if lock.recovered:
+                log.warning(
+                    "restored %d partition(s) left by an interrupted run", len(lock.recovered)
+                )
+            self._sequence(done, log)
+            self.progress.report("done", 1, 1)
+        except Exception as exc:
+            done.status = "failed"
+            done.reason = (
+                str(exc).splitlines()[0] if isinstance(exc, CdranonError) else type(exc).__name__
+            )
+            raise
+        finally:
+            summary = self._finish(done, started, lock, log)
+        return summary
+
+    def _sequence(self, done: _Outcome, log: logging.Logger | logging.LoggerAdapter) -> None:
+        batch = done.batch = IncrementalBatch(
+            self.executor.step("discover", self._plan),
+            Ledger.load(self.out),
+            self.landing,
+            self.scope,
+            self.reprocess,
+            self.sources,
+        )
+        done.results = read_batch(
+            batch, functools.partial(self._read_group, done), self.staging, self.quarantine
+        )
+        if not batch.planned:
+            done.status, done.reason = "nothing_published", "the landing zone has no input file"
+        elif not done.results:
+            done.status, done.reason = "up_to_date", "no new input file since the last run"
+        elif not any(r["status"] == "processed" for r in done.results):
+            done.status, done.reason = "nothing_published", "no input file could be processed"
+        elif not batch.affected:
+            done.status = "nothing_published"
+            done.reason = "the new files have no rows in the run's scope"
+            self._commit(batch, done.results)
+        else:
+            self.progress.report("release", 0, 1)
+            withheld, done.results = self.executor.step("withhold", self._withhold, done.results)
+            shas = [r["sha256"] for r in done.results if r["status"] == "processed" and r["sha256"]]
+            done.releases = self.executor.step("release", self._release, shas)
+            self.progress.report("gate", 0, 1)
+            done.gate = self.executor.step("privacy-gate", self._gate, withheld)
+            if done.gate["verdict"] != "pass":
+                done.status = "refused_by_gate"
+                done.reason = (
+                    f"the privacy gate found {len(done.gate['findings'])} problem(s); nothing "
+                    "is published (see the report)"
+                )
+                return
+            self.progress.report("publish", 0, 1)
+            done.published = self.executor.step(
+                "publish", self._publish, sorted(batch.affected), list(done.releases)
+            )
+            self._commit(batch, done.results)
+            done.status = "published"
+
+    # --- the steps (each one a task in the flow) ------------------------------------------------
+
+    def _plan(self) -> list[PlannedFile]:
+        # Files the ledger knows, with the same size and time, are not hashed again.
+        known = None if self.reprocess else Ledger.load(self.out).known_files(self.landing)
+        planned = plan_inputs(discover(self.landing), self.policy, known)
+        self.executor.logger().info(
+            "discovered %d input file(s) under %s", len(planned), self.landing
+        )
+        return planned
+
+    def _read_group(
+        self, done: _Outcome, group: list[PlannedFile], skip: dict[str, list[str]], lookups: dict
+    ) -> list[dict]:
+        results = self.executor.read_files(self, group, skip, lookups)
+        done.files_read += len(results)
+        first = len(done.batch.first) if done.batch else 0
+        self.progress.report("read", done.files_read, max(done.files_read, first))
+        return results
+
+    def _withhold(self, results: list[dict]) -> tuple[dict, list[dict]]:
+        """Move the staged restricted rows that carry a finding to the quarantine (counts only)."""
+        results = [dict(r, rows_quarantined=dict(r["rows_quarantined"])) for r in results]
+        withheld = withhold_findings(
+            self.staging, self.quarantine, self.policy, self.keyring, results
+        )
+        log = self.executor.logger()
+        for dataset, entry in withheld["rows"].items():
+            where = ", ".join(f"{c}: {d}" for c, d in sorted(entry["columns"].items()))
+            log.warning("gate: %d row(s) of %s withheld (%s)", entry["rows"], dataset, where)
+        return withheld, results
+
+    def _release(self, input_sha256s: list[str]) -> dict[str, dict]:
+        """Compute the releases (statistics, re-keyed events) from the staged datasets."""
+        entries = stage_releases(
+            self.releases, self.policy, self.keyring, self.staging, input_sha256s
+        )
+        log = self.executor.logger()
+        for name, entry in entries.items():
+            for stat, rep in entry["statistics"].items():
+                log.info(
+                    "release %s, %s: %d cell(s) published, %d suppressed (k=%d)",
+                    name, stat, rep["published"], rep["suppressed"], entry["k"],
+                )  # fmt: skip
+        return entries
+
+    def _gate(self, withheld: dict) -> dict:
+        """Scan everything staged for canaries and detectors; findings never carry a value."""
+        gate = run_gate(self.staging, self.policy, canary_key(self.keyring), withheld)
+        log = self.executor.logger()
+        for f in gate["findings"]:
+            log.error(
+                "gate: %s/%s.%s: %s (%d row(s))",
+                f["area"], f["dataset"], f["column"], f["detector"], f["rows"],
+            )  # fmt: skip
+        log.info(
+            "gate: %s (%d canaries, %.2f s)", gate["verdict"], gate["canaries"], gate["seconds"]
+        )
+        return gate
+
+    def _publish(self, affected: list[str], releases: list[str]) -> list[str]:
+        published = publish_partitions(
+            self.staging, self.out, self.run_id, replace=set(affected), releases=releases
+        )
+        self.executor.logger().info("published %d partition(s)", len(published))
+        return published
+
+    # --- bookkeeping ----------------------------------------------------------------------------
+
+    def _commit(self, batch: IncrementalBatch, results: list[dict]) -> None:
+        batch.commit(results, self.run_id)
+        batch.ledger.save(self.out)
+
+    def _incremental(self, batch: IncrementalBatch | None) -> dict:
+        """What the ledger made of the landing zone: for the manifest (dates and counts only)."""
+        return {
+            "reprocess": self.reprocess,
+            "scope": {
+                "sources": sorted(self.sources) if self.sources else None,
+                "regions": sorted(self.scope.regions) if self.scope.regions else None,
+                "date_from": self.scope.date_from.isoformat() if self.scope.date_from else None,
+                "date_to": self.scope.date_to.isoformat() if self.scope.date_to else None,
+            },
+            "files_unchanged": batch.unchanged if batch else 0,
+            "files_superseded": len(batch.superseded) if batch else 0,
+            "partitions_rebuilt": sorted(batch.affected) if batch else [],
+        }
+
+    def _finish(
+        self,
+        done: _Outcome,
+        started: datetime,
+        lock: RunLock,
+        log: logging.Logger | logging.LoggerAdapter,
+    ) -> dict:
+        """Write the manifest and the report, clean the staging area, release the lock."""
+        manifest = build_manifest(
+            run_id=self.run_id,
+            started_at=started,
+            landing=self.landing,
+            out=self.out,
+            policy=self.policy,
+            key_id=self.keyring.key_id,
+            development=self.keyring.is_development,
+            results=done.results,
+            published=done.published,
+            status=done.status,
+            reason=done.reason,
+            software_version=__version__,
+            releases=done.releases,
+            gate=done.gate,
+            incremental=self._incremental(done.batch),
+        )
+        manifest_path = write_manifest(self.out, self.run_id, manifest)
+        try:
+            write_report(self.out, manifest)
+        except Exception as exc:  # a report is never a reason to lose the manifest
+            log.warning("could not write the HTML report (%s)", type(exc).__name__)
+        shutil.rmtree(self.staging, ignore_errors=True)
+        if done.status == "failed":
+            # Rows no manifest counts: the next run reads their files again.
+            shutil.rmtree(self.quarantine, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            (self.out / STAGING).rmdir()  # only when no other run is staging
+        lock.release()
+        try:
+            self.executor.finished(self.run_id, render_markdown(manifest))
+        except Exception:  # a report is never a reason to fail a run
+            log.warning("could not hand over the run's summary")
+        return {
+            "run_id": self.run_id,
+            "status": done.status,
+            "reason": done.reason,
+            "manifest": str(manifest_path),
+            "totals": manifest["totals"],
+            "results": done.results,
+            "refused": [(r["path"], r["reason"]) for r in done.results if r["status"] == "refused"],
+            "partitions": done.published,
+            "releases": done.releases,
+            "gate": done.gate,
+            "incremental": manifest["incremental"],
+            "report": str(manifest_path.with_suffix(".html")),
+            "not_for_sharing": self.keyring.is_development,
+        }
+
+
+def run_local(
+    landing: Path,
+    out: Path,
+    *,
+    policy: Policy,
+    keyring: KeyRing,
+    run_id: str,
+    releases: list[str] | None = None,
+    report: dict | None = None,
+    scope: Scope | None = None,
+    reprocess: bool = False,
+    sources: frozenset[str] | None = None,
+) -> tuple[list[FileResult], list[str]]:
+    """Run in this process, without Prefect; return the file results and published partitions.
+
+    The same engine as the flow (a manifest and a report included); for tests, tools and
+    benchmarks. ``report``, when given, receives the run's ``status`` and ``reason``, the
+    releases' manifest entries under ``"releases"``, the gate's verdict and findings under
+    ``"gate"`` and the rebuilt ``date/region`` keys under ``"affected"``.
+    """
+    summary = Run(
+        landing, out, policy, keyring, run_id, releases,
+        scope or Scope(), reprocess, sources,
+    ).execute()  # fmt: skip
+    if report is not None:
+        report.update(
+            status=summary["status"],
+            reason=summary["reason"],
+            releases=summary["releases"],
+            gate=summary["gate"],
+            affected=summary["incremental"]["partitions_rebuilt"],
+        )
+    return [FileResult(**r) for r in summary["results"]], summary["partitions"]
