@@ -16,10 +16,11 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from anonymize import __version__
-from anonymize.errors import CdranonError
+from anonymize.errors import CdranonError, NotPublished, RunRefused, safe_text
 
 if TYPE_CHECKING:
     from anonymize.run import RunParams
@@ -156,6 +157,10 @@ def run(
     try:
         with _progress_bar():
             summary = flow_for(dask_address)(params)
+    except NotPublished as exc:  # the run's summary says why: printed below, then exit 1
+        summary = exc.summary
+    except RunRefused as exc:
+        _fail(EXIT_REFUSED_TO_START, f"the run refused to start: {str(exc).splitlines()[0]}")
     except CdranonError as exc:
         _fail(EXIT_NOT_PUBLISHED, f"nothing was published: {str(exc).splitlines()[0]}")
     except Exception as exc:
@@ -305,8 +310,16 @@ def _print_summary(summary: dict) -> None:
         )
     )
     out_console.print(table)
+    for path, reason in summary.get("ignored", []):
+        err_console.print(
+            f"[yellow]ignored[/] {escape(safe_text(path))}: {escape(reason)}",
+            highlight=False, soft_wrap=True,
+        )  # fmt: skip
     for path, reason in summary["refused"]:
-        err_console.print(f"[yellow]refused[/] {path}: {reason}", highlight=False, soft_wrap=True)
+        err_console.print(
+            f"[yellow]refused[/] {escape(safe_text(path))}: {escape(safe_text(reason or ''))}",
+            highlight=False, soft_wrap=True, markup=True,
+        )  # fmt: skip
     for name, entry in summary.get("releases", {}).items():
         stats = entry["statistics"]
         published = sum(s["published"] for s in stats.values())
@@ -335,10 +348,11 @@ def _print_summary(summary: dict) -> None:
         )
     if summary["status"] == "up_to_date":
         out_console.print(f"nothing to do: {summary['reason']}", highlight=False)
-    out_console.print(f"manifest: {summary['manifest']}", highlight=False, soft_wrap=True)
+    if summary["manifest"]:
+        out_console.print(f"manifest: {summary['manifest']}", highlight=False, soft_wrap=True)
     if summary.get("report"):
         out_console.print(f"report:   {summary['report']}", highlight=False, soft_wrap=True)
-    if summary["partitions"]:
+    if summary["partitions"] and summary["manifest"]:
         out_root = Path(summary["manifest"]).parent.parent
         out_console.print(f"outputs:  {out_root / 'restricted'}", highlight=False, soft_wrap=True)
     if summary["not_for_sharing"]:
@@ -406,7 +420,7 @@ def status(
     zone; a file's content is never opened beyond its header (and its hash when the ledger does
     not know its size and time). Exit 0, or 2 when it cannot run.
     """
-    from anonymize.layout import discover
+    from anonymize.layout import survey
     from anonymize.ledger import IncrementalBatch, Ledger
     from anonymize.plan import plan_inputs
     from anonymize.policy import DEFAULT_POLICY, load_policy
@@ -415,9 +429,8 @@ def status(
         loaded = load_policy(policy or DEFAULT_POLICY)
         ledger = Ledger.load(out)
         landing = landing.resolve()
-        planned = plan_inputs(
-            discover(landing), loaded, None if reprocess else ledger.known_files(landing)
-        )
+        inputs, ignored = survey(landing)  # the run's own discovery
+        planned = plan_inputs(inputs, loaded, None if reprocess else ledger.known_files(landing))
     except CdranonError as exc:
         _fail(EXIT_REFUSED_TO_START, str(exc))
     batch = IncrementalBatch(planned, ledger, landing, reprocess=reprocess)
@@ -431,7 +444,8 @@ def status(
     refused = [e["path"] for e in ledger.entries.values() if e.get("status") == "refused"]
     days = sorted({k.split("/")[0] for e in ledger.entries.values() for k in e["published"]})
     table = Table(title=f"cdranon status of {out}", show_edge=False)
-    for col in ("files", "recorded", "to read", "superseded", "recorded, gone", "refused"):
+    for col in ("files", "recorded", "to read", "superseded", "recorded, gone", "refused",
+                "ignored"):  # fmt: skip
         table.add_column(col, justify="right")
     table.add_row(
         str(sum(1 for p in planned if not p.side or p.merge_into)),
@@ -440,6 +454,7 @@ def status(
         str(len(batch.superseded)),
         str(len(gone)),
         str(len(refused)),
+        str(len(ignored)),
     )
     out_console.print(table)
     if days:
@@ -448,9 +463,10 @@ def status(
         ("to read", [Path(p.path).relative_to(landing).as_posix() for p in pending]),
         ("gone", gone),
         ("refused", refused),
+        ("ignored", [f"{path}: {reason}" for path, reason in ignored]),
     ):
         for path in sorted(paths):
-            out_console.print(f"{label}: {path}", highlight=False, soft_wrap=True)
+            out_console.print(f"{label}: {safe_text(path)}", highlight=False, soft_wrap=True)
     if not batch.has_work:
         out_console.print("nothing new: the next run has nothing to do")
 

@@ -164,17 +164,42 @@ def load_output_schema(dataset: str) -> OutputSchema:
 
 
 _COLUMN_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_ ()\-]{0,63}")
+# W3C extended log fields (``cs-uri-stem``, ``cs(User-Agent)``, ``x-forwarded-for``): a syntax,
+# not free text, so an unknown one can be named.
+# Adobe Connect's XML names are lower-case words joined by hyphens (``host-email``): a name of the
+# API, not of a person, when it has at least one hyphen.
+_W3C_FIELD = re.compile(
+    r"(?:c|s|r|cs|sc|sr|rs|x)[-(][A-Za-z0-9\-]{1,40}\)?|[a-z]{2,20}(?:-[a-z]{2,20}){1,4}"
+)
+MAX_NAMED = 8  # header cells named in one message; the rest are counted
+
+
+@cache
+def known_column_names() -> frozenset[str]:
+    """Every column name and alias any contract knows (header cells that may be named)."""
+    return frozenset(h for c in all_contracts() for h in c.aliases)
 
 
 def safe_column_name(name: str, position: int) -> str:
-    """A header name fit for an error message, or a placeholder.
+    """A header cell fit for an error message, or a placeholder.
 
-    A file exported without a header has a data row where the header should be; its "column
-    names" are then Personal Data and must not reach a message or a log.
+    Named only when it is a column name some contract knows, a W3C log field or a hyphenated
+    Connect name: a file exported
+    without a header has a data row where the header should be (names, addresses), and its
+    cells must not reach a message, a log or a manifest.
+
+    >>> safe_column_name("SessionIdTime", 0), safe_column_name("Jane Doe", 2)
+    ('SessionIdTime', '<column 3: not a known column name>')
     """
-    if _COLUMN_NAME.fullmatch(name):
+    if name in known_column_names() or _W3C_FIELD.fullmatch(name):
         return name
-    return f"<column {position + 1}: not a column name>"
+    return f"<column {position + 1}: not a known column name>"
+
+
+def _named(names: list[str]) -> str:
+    """At most MAX_NAMED names, then a count: a 20,000-column header stays one short line."""
+    shown = ", ".join(names[:MAX_NAMED])
+    return shown if len(names) <= MAX_NAMED else f"{shown} and {len(names) - MAX_NAMED} more"
 
 
 def match_header(header: list[str], family: str | None = None) -> Contract:
@@ -191,9 +216,12 @@ def match_header(header: list[str], family: str | None = None) -> Contract:
             "the first line looks like data, not a header; export with column headers "
             "(SSMS: Options > Query Results > Include column headers when saving)"
         )
-    dupes = sorted({safe_column_name(h, i) for i, h in enumerate(header) if header.count(h) > 1})
+    counts: dict[str, int] = {}
+    for h in header:
+        counts[h] = counts.get(h, 0) + 1
+    dupes = sorted({safe_column_name(h, i) for i, h in enumerate(header) if counts[h] > 1})
     if dupes:
-        raise ContractError(f"the header repeats the column(s) {', '.join(dupes)}")
+        raise ContractError(f"the header repeats the column(s) {_named(dupes)}")
     scored = []
     for contract in candidates:
         missing, unknown = contract.header_problems(header)
@@ -203,12 +231,13 @@ def match_header(header: list[str], family: str | None = None) -> Contract:
     if not scored:
         raise ContractError(f"no contract is known for the source family {family!r}")
     _, name, missing, unknown = min(scored)
-    unknown = [safe_column_name(h, header.index(h)) for h in unknown]
+    position = {h: i for i, h in reversed(list(enumerate(header)))}
+    unknown = [safe_column_name(h, position[h]) for h in unknown]
     parts = []
     if unknown:
-        parts.append(f"unknown column(s) {', '.join(unknown)}")
+        parts.append(f"{len(unknown)} unknown column(s) {_named(unknown)}")
     if missing:
-        parts.append(f"missing column(s) {', '.join(missing)}")
+        parts.append(f"missing column(s) {_named(missing)}")
     raise ContractError(
         f"the header matches no contract; closest is {name}, with {' and '.join(parts)}. "
         "Export the view with its documented columns, or add the column to the contract "

@@ -6,6 +6,10 @@ value from an input file: only file names, column names, counts and codes.
 
 from __future__ import annotations
 
+import errno as _errno
+import os
+import unicodedata
+
 
 class CdranonError(Exception):
     """Base class of every error cdranon raises on purpose."""
@@ -44,6 +48,24 @@ class PublishError(CdranonError):
     """Staged outputs could not be published."""
 
 
+class RunRefused(CdranonError):
+    """The run refused to start (the output root is busy or unusable); it read and wrote nothing."""
+
+
+class StorageError(CdranonError):
+    """The operating system refused a read or a write of the run (a full disk, a read-only
+    folder, a path that is a file); the message names the path and the fix."""
+
+
+class NotPublished(CdranonError):
+    """The run ended without publishing (nothing to publish, or the gate refused); ``summary`` is
+    the run's summary (counts and paths, never a value)."""
+
+    def __init__(self, reason: str, summary: dict) -> None:
+        super().__init__(reason)
+        self.summary = summary
+
+
 class LeakDetected(CdranonError):
     """The privacy gate found Personal Data in an output; nothing was published."""
 
@@ -71,3 +93,49 @@ def transient_read_failure(reason: str | None) -> bool:
 
 class TransientReadError(InputError):
     """A read failed in a way a retry may cure (see ``transient_read_failure``)."""
+
+
+_FIXES = {
+    "ENOSPC": "free space on that disk (or point --out elsewhere) and run again",
+    "EDQUOT": "free space within the quota (or point --out elsewhere) and run again",
+    "EROFS": "the file system is read-only: point --out at a writable folder",
+    "EACCES": "give the user that runs cdranon write access, or point --out elsewhere",
+    "EPERM": "give the user that runs cdranon write access, or point --out elsewhere",
+    "ENOTDIR": "a file stands where a folder must be: move it away or choose another path",
+    "EEXIST": "a file stands where a folder must be: move it away or choose another path",
+    "EISDIR": "a folder stands where a file must be: move it away",
+    "ENOENT": "a folder disappeared during the run: check the storage and run again",
+}
+
+
+def describe_os_error(exc: OSError, doing: str = "write") -> str:
+    """One line for an OSError: what failed, on which path, the system's words and the fix.
+
+    >>> import errno
+    >>> describe_os_error(OSError(errno.ENOSPC, "No space left on device", "/out/x.parquet"))
+    'cannot write /out/x.parquet: No space left on device (ENOSPC); free space on that disk (or point --out elsewhere) and run again'
+    """  # noqa: E501
+    name = _errno.errorcode.get(exc.errno or 0, type(exc).__name__)
+    words = os.strerror(exc.errno) if exc.errno else type(exc).__name__
+    where = f" {safe_text(str(exc.filename))}" if exc.filename else ""
+    fix = _FIXES.get(name, "check the storage and permissions, then run again")
+    return f"cannot {doing}{where}: {words} ({name}); {fix}"
+
+
+def safe_text(text: str, limit: int = 300) -> str:
+    r"""Text that is safe on a console, in a log and in a manifest: control and bidirectional
+    characters escaped (a file name cannot forge a log line or reverse a name), and capped.
+
+    >>> safe_text("a\nb\u202ec")
+    'a\\nb\\u202ec'
+    >>> len(safe_text("x" * 5000))
+    300
+    """
+    out = []
+    for ch in text:
+        if unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp"):
+            out.append(ch.encode("unicode_escape").decode("ascii"))
+        else:
+            out.append(ch)
+    joined = "".join(out)
+    return joined if len(joined) <= limit else joined[: limit - 1] + "…"

@@ -18,6 +18,7 @@ Examples
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -68,22 +69,85 @@ def partition_key(rel: str) -> str | None:
     return f"{day}/{region}" if day and region else None
 
 
-def discover(landing: Path) -> list[tuple[str, str]]:
-    """Every input file of the landing zone, as sorted (path, family) pairs.
+def survey(landing: Path) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """Every file under the landing zone: the inputs, and the others with the reason they are not.
 
-    Files sit in one subfolder per source family (``lync/``, ``connect/``, ``weblogs/``), at any
-    depth. Hidden files and folders (``.``-prefixed) are skipped. The landing zone is only read.
+    Inputs are sorted ``(path, family)`` pairs: files at any depth under a family folder
+    (``lync/``, ``connect/``, ``weblogs/``, in any case: ``Lync/`` as a Windows admin names it).
+    Every other file is returned as ``(path relative to the landing zone, reason)``: at the
+    root, under an unknown folder, hidden, a link that leaves the landing zone (refused: it could
+    publish anything on the machine), a link to a folder (its files are read where they are).
+    The landing zone is only read.
     """
     landing = Path(landing)
     if not landing.is_dir():
         raise InputError(f"the landing zone {landing} is not a folder")
-    found = []
-    for family in FAMILIES:
-        root = landing / family
-        if not root.is_dir():
-            continue
-        for path in sorted(root.rglob("*")):
-            rel = path.relative_to(landing).parts
-            if path.is_file() and not any(p.startswith(".") for p in rel):
-                found.append((str(path), family))
-    return found
+    root = landing.resolve()
+    inputs: list[tuple[str, str]] = []
+    others: list[tuple[str, str]] = []
+    expected = ", ".join(f"{f}/" for f in FAMILIES)
+    for folder, dirs, files in os.walk(landing, followlinks=False):
+        here = Path(folder)
+        rel_here = here.relative_to(landing)
+        family = rel_here.parts[0].lower() if rel_here.parts else None
+        for name in sorted(dirs):
+            path = here / name
+            if path.is_symlink():
+                reason = (
+                    "a link to a folder inside the landing zone: its files are read where they are"
+                    if _inside(path, root)
+                    else "a link to a folder outside the landing zone: refused"
+                )
+                others.append((path.relative_to(landing).as_posix(), reason))
+        dirs[:] = sorted(d for d in dirs if not (here / d).is_symlink())
+        for name in sorted(files):
+            path = here / name
+            rel = path.relative_to(landing)
+            if any(part.startswith(".") for part in rel.parts):
+                others.append((rel.as_posix(), "a hidden file or folder (its name starts with .)"))
+            elif path.is_symlink() and not _inside(path, root):
+                others.append((rel.as_posix(), "a link to outside the landing zone: refused"))
+            elif family is None:
+                others.append((rel.as_posix(), f"at the landing root: expected {expected}"))
+            elif family not in FAMILIES:
+                reason = f"unknown folder {rel.parts[0]}/: expected {expected}"
+                others.append((rel.as_posix(), reason))
+            else:
+                inputs.append((str(path), family))
+    return sorted(inputs), sorted(others)
+
+
+def _inside(path: Path, root: Path) -> bool:
+    target = path.resolve()
+    return target == root or root in target.parents
+
+
+def discover(landing: Path) -> list[tuple[str, str]]:
+    """The input files of the landing zone, as sorted (path, family) pairs (see ``survey``)."""
+    return survey(landing)[0]
+
+
+def fsync_dir(folder: Path) -> None:
+    """Make the renames in ``folder`` durable (a crash after this keeps them)."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_atomically(path: Path, text: str) -> Path:
+    """Write ``text`` to ``path`` so that a crash leaves the old file or the new one, never part.
+
+    A temporary file beside it is written and ``fsync``-ed, renamed over ``path``, and the
+    folder is ``fsync``-ed so the rename itself survives a power cut.
+    """
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
+    return path

@@ -28,14 +28,13 @@ before that only makes the next run redo the same partitions, which gives the sa
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 
 from anonymize.errors import InputError, transient_read_failure
-from anonymize.layout import PlannedFile, partition_key
+from anonymize.layout import PlannedFile, partition_key, write_atomically
 
 LEDGER = "_ledger.json"
 LEDGER_VERSION = 1
@@ -81,13 +80,9 @@ class Ledger:
             ) from None
 
     def save(self, out: Path) -> Path:
-        """Write atomically (a temporary file, then a rename)."""
-        path = Path(out) / LEDGER
-        tmp = path.with_name(f".{LEDGER}.tmp")
+        """Write atomically and durably (``layout.write_atomically``)."""
         body = {"version": LEDGER_VERSION, "files": dict(sorted(self.entries.items()))}
-        tmp.write_text(json.dumps(body, indent=1) + "\n")
-        os.replace(tmp, path)
-        return path
+        return write_atomically(Path(out) / LEDGER, json.dumps(body, indent=1) + "\n")
 
     def known_files(self, landing: Path) -> dict[str, tuple[int, int, str]]:
         """Path -> (size, modification time in ns, hash) of the recorded files, so that an

@@ -56,7 +56,8 @@ def plan_inputs(
         except (OSError, InputError, ContractError):
             pass
         # A join source publishes nothing: the same Users export in two folders serves both.
-        if sha is not None and not join_source:
+        # Empty files are all alike: each is refused as empty, none as a copy of another.
+        if sha is not None and not join_source and size:
             duplicate_of = seen.setdefault(sha, path)
             duplicate_of = None if duplicate_of == path else duplicate_of
         planned.append(

@@ -8,6 +8,7 @@ replaces its live twin by two renames on one filesystem.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import secrets
@@ -15,18 +16,17 @@ import shutil
 from datetime import UTC, datetime
 from pathlib import Path
 
-from anonymize.errors import PublishError
-from anonymize.layout import LOCK, MANIFESTS, QUARANTINE, STAGING, TRASH, partition_key
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+from anonymize.errors import PublishError, RunRefused, describe_os_error, safe_text
+from anonymize.layout import (
+    LOCK,
+    MANIFESTS,
+    QUARANTINE,
+    STAGING,
+    TRASH,
+    fsync_dir,
+    partition_key,
+    write_atomically,
+)
 
 
 def recover(out: Path) -> list[str]:
@@ -77,9 +77,12 @@ def lock_down(out: Path) -> None:
 class RunLock:
     """Exclusive ownership of an output root by one run: ``<out>/_lock`` (host, pid, run id).
 
-    Created atomically (``O_EXCL``). A lock left by a process that no longer exists on this host
-    is stale: the next run takes it over and first recovers what the crashed run left
-    (``recover``). A live owner makes ``acquire`` raise PublishError naming its run id.
+    The lock is an ``flock`` on that file, held for the whole run: the kernel drops it when the
+    process dies, however it dies, so a lock left by a dead run is simply taken, and two runs
+    can never both hold it (the file is checked to be the same one after locking, so a run that
+    opened it just before the owner removed it tries again). The next run first recovers what a
+    crashed run left (``recover``). A live owner makes ``acquire`` raise RunRefused naming its
+    run id.
 
     >>> import tempfile
     >>> root = Path(tempfile.mkdtemp())
@@ -94,42 +97,55 @@ class RunLock:
         self.path = Path(out) / LOCK
         self.run_id = run_id
         self.recovered: list[str] = []
+        self._fd: int | None = None
 
     def acquire(self) -> RunLock:
         owner_only()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        body = json.dumps({"host": os.uname().nodename, "pid": os.getpid(), "run_id": self.run_id})
-        for _ in range(2):
-            try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
-            except FileExistsError:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            while self._fd is None:
+                fd = os.open(self.path, os.O_CREAT | os.O_RDWR, 0o600)
                 try:
-                    owner = json.loads(self.path.read_text())
-                except (OSError, ValueError):
-                    owner = {}
-                same_host = owner.get("host") == os.uname().nodename
-                if same_host and isinstance(owner.get("pid"), int) and not _alive(owner["pid"]):
-                    self.path.unlink(missing_ok=True)  # stale: its process is gone
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    os.close(fd)
+                    raise self._busy() from None
+                try:
+                    same = os.stat(self.path).st_ino == os.fstat(fd).st_ino
+                except FileNotFoundError:
+                    same = False
+                if not same:  # the owner removed it between our open and our lock: again
+                    os.close(fd)
                     continue
-                raise PublishError(
-                    f"the output root is in use by run {owner.get('run_id', 'unknown')} "
-                    f"(pid {owner.get('pid', '?')} on {owner.get('host', '?')}); wait for it, or "
-                    f"remove {self.path} if that run is known to be dead"
-                ) from None
-            with os.fdopen(fd, "w") as fh:
-                fh.write(body)
-            self.recovered = recover(self.path.parent)
-            lock_down(self.path.parent)
-            return self
-        raise PublishError(f"could not take the lock {self.path}")
+                body = {"host": os.uname().nodename, "pid": os.getpid(), "run_id": self.run_id}
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, json.dumps(body).encode(), 0)
+                self._fd = fd
+        except OSError as exc:
+            self.release()
+            raise RunRefused(describe_os_error(exc, "take the lock of")) from None
+        self.recovered = recover(self.path.parent)
+        lock_down(self.path.parent)
+        return self
 
-    def release(self) -> None:
+    def _busy(self) -> RunRefused:
         try:
             owner = json.loads(self.path.read_text())
         except (OSError, ValueError):
+            owner = {}
+        return RunRefused(
+            f"the output root is in use by run {safe_text(str(owner.get('run_id', 'unknown')))} "
+            f"(pid {owner.get('pid', '?')} on {safe_text(str(owner.get('host', '?')))}); wait "
+            "for it to end: the lock is released when its process ends, however it ends"
+        )
+
+    def release(self) -> None:
+        if self._fd is None:
             return
-        if owner.get("run_id") == self.run_id:
-            self.path.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            self.path.unlink()  # while still holding it: see the class docstring
+        os.close(self._fd)
+        self._fd = None
 
     def __enter__(self) -> RunLock:
         return self.acquire()
@@ -190,10 +206,12 @@ def publish_partitions(
                 trash.parent.mkdir(parents=True, exist_ok=True)
                 os.replace(live, trash)
             os.replace(part_dir, live)
+            fsync_dir(live.parent)
         except OSError as exc:
             raise PublishError(
-                f"could not swap the partition {rel} into place ({type(exc).__name__}); "
-                f"the previous version is kept under {TRASH}/{run_id}/"
+                f"could not swap the partition {rel} into place: {describe_os_error(exc)}; "
+                f"the previous version is kept under {TRASH}/{run_id}/ and is put back by the "
+                "next run"
             ) from None
         published.append(rel.as_posix())
     if replace:
@@ -209,14 +227,11 @@ def publish_partitions(
 
 
 def write_manifest(out: Path, run_id: str, manifest: dict) -> Path:
-    """Write ``_manifests/<run-id>.json`` atomically (a temporary file, then a rename)."""
+    """Write ``_manifests/<run-id>.json`` atomically and durably."""
     folder = Path(out) / MANIFESTS
     folder.mkdir(parents=True, exist_ok=True)
-    target = folder / f"{run_id}.json"
-    tmp = folder / f".{run_id}.json.tmp"
-    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=False, default=str) + "\n")
-    os.replace(tmp, target)
-    return target
+    text = json.dumps(manifest, indent=2, sort_keys=False, default=str) + "\n"
+    return write_atomically(folder / f"{run_id}.json", text)
 
 
 def _sum_reasons(results: list[dict], key: str) -> dict[str, int]:
@@ -244,8 +259,12 @@ def build_manifest(
     releases: dict | None = None,
     gate: dict | None = None,
     incremental: dict | None = None,
+    ignored: list[tuple[str, str]] | None = None,
 ) -> dict:
-    """The manifest of a run: counts, hashes and ids only, never a data value."""
+    """The manifest of a run: counts, hashes and ids only, never a data value.
+
+    ``ignored``: the other files of the landing zone, as (path, reason).
+    """
     staged_paths = ("keys_path", "lookup_path")
     inputs = [{k: v for k, v in r.items() if k not in staged_paths} for r in results]
     processed = [r for r in inputs if r["status"] == "processed"]
@@ -273,6 +292,7 @@ def build_manifest(
             "files": len(inputs),
             "files_processed": len(processed),
             "files_refused": len(inputs) - len(processed),
+            "files_ignored": len(ignored or []),
             "rows_read": total("rows_read"),
             "rows_published": total("rows_published"),
             "rows_quarantined": total("rows_quarantined"),
@@ -294,4 +314,5 @@ def build_manifest(
         "volumes": (gate or {}).get("volumes", []),
         "unicity": (gate or {}).get("unicity", {}),
         "inputs": inputs,
+        "ignored": [{"path": p, "reason": r} for p, r in ignored or []],
     }

@@ -11,6 +11,8 @@ import html
 import io
 from pathlib import Path
 
+from anonymize.errors import safe_text
+
 MANIFESTS = "_manifests"
 
 
@@ -108,7 +110,7 @@ def render_markdown(manifest: dict) -> str:
     lines += ["## Files", ""]
     lines += _markdown_table(
         ["file", "kind", "read", "published", "quarantined", "filtered", "status"],
-        [[r["path"], r["contract"] or "-", r["rows_read"], r["rows_published"],
+        [[safe_text(r["path"]), r["contract"] or "-", r["rows_read"], r["rows_published"],
           sum(r["rows_quarantined"].values()), sum(r["rows_filtered"].values()), r["status"]]
          for r in manifest["inputs"]],
     )  # fmt: skip

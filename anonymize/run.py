@@ -36,10 +36,18 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from anonymize import __version__
 from anonymize.canaries import canary_key
-from anonymize.errors import CdranonError, TransientReadError, transient_read_failure
+from anonymize.errors import (
+    CdranonError,
+    RunRefused,
+    StorageError,
+    TransientReadError,
+    describe_os_error,
+    safe_text,
+    transient_read_failure,
+)
 from anonymize.gate import run_gate, withhold_findings
 from anonymize.keys import KeyRing
-from anonymize.layout import QUARANTINE, STAGING, PlannedFile, discover
+from anonymize.layout import QUARANTINE, STAGING, PlannedFile, survey
 from anonymize.ledger import IncrementalBatch, Ledger, Scope
 from anonymize.plan import plan_inputs, priority_groups
 from anonymize.policy import DEFAULT_POLICY, Policy, load_policy
@@ -185,21 +193,24 @@ def stage_file(
         )
     except CdranonError:
         raise
+    except OSError as exc:  # writing the staging area or the quarantine
+        raise StorageError(describe_os_error(exc)) from None
     except Exception as exc:
         if os.environ.get(DEBUG_ENV):
             traceback.print_exc()
         raise CdranonError(
-            f"processing {Path(planned.path).name} failed with {type(exc).__name__}; "
-            f"set {DEBUG_ENV}=1 and rerun on a private machine to see the traceback"
+            f"processing {safe_text(Path(planned.path).name)} failed with "
+            f"{type(exc).__name__}; set {DEBUG_ENV}=1 and rerun on a private machine to see "
+            "the traceback"
         ) from None
     if result.status == "refused" and transient_read_failure(result.reason):
         raise TransientReadError(f"{result.path}: {result.reason}")
     if result.status == "refused":
-        log.warning("%s: refused: %s", result.path, result.reason)
+        log.warning("%s: refused: %s", safe_text(result.path), safe_text(result.reason or ""))
         return result.to_dict()
     log.info(
         "%s: %s, %d read, %d published, %d quarantined, %d filtered",
-        result.path,
+        safe_text(result.path),
         result.contract,
         result.rows_read,
         result.rows_published,
@@ -207,7 +218,9 @@ def stage_file(
         sum(result.rows_filtered.values()),
     )
     if not result.balanced:
-        raise CdranonError(f"{result.path}: rows read do not add up; nothing is published")
+        raise CdranonError(
+            f"{safe_text(result.path)}: rows read do not add up; nothing is published"
+        )
     return result.to_dict()
 
 
@@ -243,10 +256,41 @@ class Executor:
         raise AssertionError("unreachable")
 
     def step(self, name: str, fn: Callable[..., T], *args: Any) -> T:
-        return fn(*args)
+        return guarded(fn)(*args)
 
     def finished(self, run_id: str, markdown: str) -> None:
         return None
+
+
+def as_cdranon_error(exc: BaseException) -> CdranonError:
+    """The error a user sees: ours as they are; an OS error named with its path and the fix; any
+    other by its type only (a library's message can quote a data value)."""
+    if isinstance(exc, CdranonError):
+        return exc
+    if isinstance(exc, OSError):
+        return StorageError(describe_os_error(exc))
+    if os.environ.get(DEBUG_ENV):
+        traceback.print_exception(exc)
+    return CdranonError(
+        f"the run failed with {type(exc).__name__}; set {DEBUG_ENV}=1 and rerun on a private "
+        "machine to see the traceback"
+    )
+
+
+def guarded(fn: Callable[..., T]) -> Callable[..., T]:
+    """``fn`` raising only CdranonError (see ``as_cdranon_error``)."""
+
+    @functools.wraps(fn)
+    def call(*args: Any) -> T:
+        try:
+            return fn(*args)
+        except Exception as exc:
+            error = as_cdranon_error(exc)
+            if error is exc:
+                raise
+            raise error from None
+
+    return call
 
 
 GroupFn = Callable[[list[PlannedFile], dict[str, list[str]], dict[str, list[str]]], list[dict]]
@@ -319,6 +363,7 @@ class _Outcome:
     reason: str | None = None
     batch: IncrementalBatch | None = None
     files_read: int = 0
+    ignored: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
 
 
 @dataclass
@@ -366,31 +411,52 @@ class Run:
             " (development key: outputs are not for sharing)" if self.keyring.is_development
             else "",
         )  # fmt: skip
+        # Refusals before anything is read or written (exit 2): an unusable output root, one
+        # inside the landing zone, another run holding the root. A lock left by a dead run is
+        # taken over, and what that run left half-published is put back first.
+        self.check_paths()
+        lock = RunLock(self.out, self.run_id).acquire()
+        if lock.recovered:
+            log.warning("restored %d partition(s) left by an interrupted run", len(lock.recovered))
         done = _Outcome()
-        lock = RunLock(self.out, self.run_id)
         try:
-            # One run at a time per output root; a lock left by a dead run is taken over, and
-            # what that run left half-published is put back first.
-            lock.acquire()
-            if lock.recovered:
-                log.warning(
-                    "restored %d partition(s) left by an interrupted run", len(lock.recovered)
-                )
             self._sequence(done, log)
             self.progress.report("done", 1, 1)
         except Exception as exc:
-            done.status = "failed"
-            done.reason = (
-                str(exc).splitlines()[0] if isinstance(exc, CdranonError) else type(exc).__name__
-            )
-            raise
+            error = as_cdranon_error(exc)
+            done.status, done.reason = "failed", str(error).splitlines()[0]
+            if error is exc:
+                raise
+            raise error from None
         finally:
             summary = self._finish(done, started, lock, log)
         return summary
 
+    def check_paths(self) -> None:
+        """Refuse (RunRefused) an output root that is a file, cannot be written, or lies inside
+        the landing zone (the next run would read the outputs as inputs)."""
+        landing, out = self.landing.resolve(), self.out.resolve()
+        if out == landing or landing in out.parents:
+            raise RunRefused(
+                f"the output root {safe_text(str(self.out))} is inside the landing zone: the "
+                "next run would read its outputs as inputs; choose an output root outside it"
+            )
+        if not self.landing.is_dir():
+            raise RunRefused(f"the landing zone {safe_text(str(self.landing))} is not a folder")
+        try:
+            self.out.mkdir(parents=True, exist_ok=True)
+            probe = self.out / f".cdranon-probe-{self.run_id}"
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as exc:
+            raise RunRefused(describe_os_error(exc, "write to")) from None
+
     def _sequence(self, done: _Outcome, log: logging.Logger | logging.LoggerAdapter) -> None:
+        planned, done.ignored = self.executor.step("discover", self._plan)
+        for path, reason in done.ignored:
+            log.warning("%s: ignored: %s", safe_text(path), reason)
         batch = done.batch = IncrementalBatch(
-            self.executor.step("discover", self._plan),
+            planned,
             Ledger.load(self.out),
             self.landing,
             self.scope,
@@ -402,6 +468,8 @@ class Run:
         )
         if not batch.planned:
             done.status, done.reason = "nothing_published", "the landing zone has no input file"
+            if done.ignored:
+                done.reason += f" ({len(done.ignored)} other file(s) ignored: see the manifest)"
         elif not done.results:
             done.status, done.reason = "up_to_date", "no new input file since the last run"
         elif not any(r["status"] == "processed" for r in done.results):
@@ -433,14 +501,17 @@ class Run:
 
     # --- the steps (each one a task in the flow) ------------------------------------------------
 
-    def _plan(self) -> list[PlannedFile]:
+    def _plan(self) -> tuple[list[PlannedFile], list[tuple[str, str]]]:
+        """The input files, planned, and the other files of the landing zone with their reason."""
+        inputs, ignored = survey(self.landing)
         # Files the ledger knows, with the same size and time, are not hashed again.
         known = None if self.reprocess else Ledger.load(self.out).known_files(self.landing)
-        planned = plan_inputs(discover(self.landing), self.policy, known)
+        planned = plan_inputs(inputs, self.policy, known)
         self.executor.logger().info(
-            "discovered %d input file(s) under %s", len(planned), self.landing
-        )
-        return planned
+            "discovered %d input file(s) under %s, %d other file(s) ignored",
+            len(planned), safe_text(str(self.landing)), len(ignored),
+        )  # fmt: skip
+        return planned, ignored
 
     def _read_group(
         self, done: _Outcome, group: list[PlannedFile], skip: dict[str, list[str]], lookups: dict
@@ -543,10 +614,14 @@ class Run:
             releases=done.releases,
             gate=done.gate,
             incremental=self._incremental(done.batch),
+            ignored=done.ignored,
         )
-        manifest_path = write_manifest(self.out, self.run_id, manifest)
+        manifest_path: Path | None = None
         try:
+            manifest_path = write_manifest(self.out, self.run_id, manifest)
             write_report(self.out, manifest)
+        except OSError as exc:  # a full disk: the run's own error is the one to raise
+            log.error("could not write the manifest or the report: %s", describe_os_error(exc))
         except Exception as exc:  # a report is never a reason to lose the manifest
             log.warning("could not write the HTML report (%s)", type(exc).__name__)
         shutil.rmtree(self.staging, ignore_errors=True)
@@ -564,15 +639,16 @@ class Run:
             "run_id": self.run_id,
             "status": done.status,
             "reason": done.reason,
-            "manifest": str(manifest_path),
+            "manifest": str(manifest_path) if manifest_path else None,
             "totals": manifest["totals"],
             "results": done.results,
             "refused": [(r["path"], r["reason"]) for r in done.results if r["status"] == "refused"],
+            "ignored": done.ignored,
             "partitions": done.published,
             "releases": done.releases,
             "gate": done.gate,
             "incremental": manifest["incremental"],
-            "report": str(manifest_path.with_suffix(".html")),
+            "report": str(manifest_path.with_suffix(".html")) if manifest_path else None,
             "not_for_sharing": self.keyring.is_development,
         }
 

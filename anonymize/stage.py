@@ -192,6 +192,9 @@ def process_file(
     try:
         result.sha256 = sha256 or file_sha256(path)
         result.bytes = path.stat().st_size
+        if result.bytes == 0:
+            result.reason = "the file is empty (0 bytes)"
+            return result
         source = open_source(path, family)
         reader, contract = source.reader, source.contract
     except OSError as exc:

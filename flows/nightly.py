@@ -20,9 +20,10 @@ from prefect.artifacts import (
 )
 from prefect.cache_policies import NO_CACHE
 from prefect.futures import wait
+from prefect.states import Failed
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
-from anonymize.errors import TransientReadError
+from anonymize.errors import CdranonError, NotPublished, TransientReadError
 from anonymize.layout import PlannedFile
 from anonymize.publish import new_run_id
 from anonymize.run import (
@@ -31,6 +32,7 @@ from anonymize.run import (
     Progress,
     Run,
     RunParams,
+    guarded,
     load_keyring,
     progress_percent,
     stage_file,
@@ -66,14 +68,28 @@ def _retry_transient(task: object, task_run: object, state: State) -> bool:
 )
 def process_task(
     planned: PlannedFile, params: RunParams, run_id: str, skip_keys: list[str], lookups: dict
-) -> dict:
-    """Anonymise one file (``anonymize.run.stage_file``); policy and key loaded in the worker."""
+) -> Any:
+    """Anonymise one file (``anonymize.run.stage_file``); policy and key loaded in the worker.
+
+    A transient read error is raised (and retried); any other error fails the task with its
+    one-line message and no traceback.
+    """
     policy = params.load_policy()
-    return stage_file(
-        planned, landing=params.landing, out=params.out, run_id=run_id, policy=policy,
-        keyring=load_keyring(params, policy, load_secret), skip_keys=skip_keys,
-        lookups=lookups, log=get_run_logger(),
-    )  # fmt: skip
+    try:
+        return stage_file(
+            planned, landing=params.landing, out=params.out, run_id=run_id, policy=policy,
+            keyring=load_keyring(params, policy, load_secret), skip_keys=skip_keys,
+            lookups=lookups, log=get_run_logger(),
+        )  # fmt: skip
+    except TransientReadError:
+        raise
+    except CdranonError as exc:
+        return _failed(exc)
+
+
+def _failed(exc: CdranonError) -> State:
+    """A Failed state that carries the error (raised again by whoever reads it)."""
+    return Failed(message=str(exc).splitlines()[0], data=exc)
 
 
 class PrefectExecutor(Executor):
@@ -96,10 +112,14 @@ class PrefectExecutor(Executor):
         return [f.result() for f in futures]  # raises the first failure
 
     def step(self, name: str, fn: Callable[..., T], *args: Any) -> T:
-        def body(*a: Any) -> T:
-            return fn(*a)
+        def body(*a: Any) -> Any:
+            try:
+                return guarded(fn)(*a)
+            except CdranonError as exc:
+                return _failed(exc)
 
-        return task(name=name, cache_policy=NO_CACHE, persist_result=False)(body)(*args)
+        step = task(name=name, cache_policy=NO_CACHE, persist_result=False)(body)
+        return step(*args, return_state=True).result()  # raises the step's error
 
     def finished(self, run_id: str, markdown: str) -> None:
         create_markdown_artifact(
@@ -145,17 +165,32 @@ def _task_runner(address: str | None = None) -> TaskRunner:
 def cdranon_run(params: RunParams) -> dict:
     """Run cdranon over a landing zone and publish what passes; return the run's summary.
 
-    Raises (the flow run ends Failed) when the run fails; the manifest and the report are
-    written in every case and say why (see ``anonymize.run.Run.execute``).
+    Ends Failed, with a one-line reason, whenever nothing was published (refused to start,
+    nothing to publish, refused by the gate, failed); calling it then raises that error
+    (``NotPublished`` carries the summary). The manifest says why in every case it could start.
     """
-    policy = params.load_policy()
-    params.check(policy)
-    keyring, run_id = load_keyring(params, policy, load_secret), new_run_id()
-    progress = Progress((_progress_artifact(run_id),))
-    executor = PrefectExecutor(params)
-    return Run.from_params(
-        params, policy, keyring, run_id=run_id, executor=executor, progress=progress
-    ).execute()
+    try:
+        policy = params.load_policy()
+        params.check(policy)
+        keyring, run_id = load_keyring(params, policy, load_secret), new_run_id()
+        progress = Progress((_progress_artifact(run_id),))
+        summary = Run.from_params(
+            params, policy, keyring, run_id=run_id, executor=PrefectExecutor(params),
+            progress=progress,
+        ).execute()  # fmt: skip
+    except CdranonError as exc:  # ends Failed with its one-line reason, and no traceback
+        return _failed(exc)
+    if summary["status"] not in ("published", "up_to_date"):
+        return _failed(NotPublished(f"nothing was published: {summary['reason']}", summary))
+    if summary["refused"]:  # published, but not everything: completed, with a warning
+        with contextlib.suppress(Exception):
+            create_markdown_artifact(
+                key="cdranon-warning",
+                markdown=f"**{len(summary['refused'])} input file(s) were refused**; the rest "
+                "was published. See the run summary and the manifest for the reasons.",
+                description=f"cdranon run {summary['run_id']}: partial",
+            )
+    return summary
 
 
 def flow_for(dask_address: str | None = None) -> Flow:

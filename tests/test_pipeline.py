@@ -342,7 +342,7 @@ def test_one_run_at_a_time_and_a_dead_runs_lock_is_recovered(tmp_path, policy, d
     import os
     import shutil
 
-    from anonymize.errors import PublishError
+    from anonymize.errors import RunRefused
     from anonymize.layout import LOCK, STAGING, TRASH
     from anonymize.publish import RunLock
 
@@ -354,7 +354,7 @@ def test_one_run_at_a_time_and_a_dead_runs_lock_is_recovered(tmp_path, policy, d
     before = sorted(p.read_bytes() for p in part.glob("*.parquet"))
 
     # A live owner: refused, naming its run.
-    with RunLock(out, "other"), pytest.raises(PublishError, match="in use by run other"):
+    with RunLock(out, "other"), pytest.raises(RunRefused, match="in use by run other"):
         run_local(landing, out, policy=policy, keyring=dev_keyring, run_id="r2")
 
     # A run killed between the two renames of a swap: its partition sits in the trash only,
