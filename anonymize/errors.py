@@ -7,8 +7,10 @@ value from an input file: only file names, column names, counts and codes.
 from __future__ import annotations
 
 import errno as _errno
+import gzip
 import os
 import unicodedata
+import zlib
 
 
 class CdranonError(Exception):
@@ -39,9 +41,20 @@ class KeyError_(CdranonError):  # noqa: N801 - the trailing underscore avoids th
 class InputError(CdranonError):
     """An input file cannot be read at all (truncated archive, wrong format, unreadable)."""
 
-    def __init__(self, message: str, *, bad_encoding: bool = False) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        bad_encoding: bool = False,
+        io_error: bool = False,
+        date_order: str | None = None,
+    ) -> None:
         super().__init__(message)
         self.bad_encoding = bad_encoding
+        self.date_order = date_order  # read the file again with this slash-date order
+        # The operating system failed the read: the same file may read fine on the next run, so
+        # the ledger does not record the refusal.
+        self.io_error = io_error
 
 
 class PublishError(CdranonError):
@@ -70,29 +83,45 @@ class LeakDetected(CdranonError):
     """The privacy gate found Personal Data in an output; nothing was published."""
 
 
-# Read failures worth retrying: the storage may answer on the next attempt (a network share, a
-# timeout). A missing file, a permission problem or a corrupt archive will not change.
-TRANSIENT_IO = ("OSError", "TimeoutError", "BlockingIOError", "InterruptedError",
-                "ConnectionError", "ConnectionResetError", "BrokenPipeError")  # fmt: skip
+# OS errors a retry may cure: the storage may answer on the next attempt (a network share, a
+# timeout). A missing file, a permission problem or a corrupt archive will not change by itself.
+_TRANSIENT_NAMES = ("ETIMEDOUT", "EAGAIN", "EINTR", "ECONNRESET", "ECONNABORTED", "ENETUNREACH",
+                    "EHOSTUNREACH", "ESTALE", "EBUSY")  # fmt: skip
+_TRANSIENT_ERRNOS = frozenset(getattr(_errno, n) for n in _TRANSIENT_NAMES if hasattr(_errno, n))
 
 
-def transient_read_failure(reason: str | None) -> bool:
-    """Whether a file was refused for an I/O failure that a retry may cure.
+def is_transient(exc: BaseException) -> bool:
+    """Whether a read failed in a way a retry may cure (by type and errno, never by message).
 
-    >>> transient_read_failure("cannot read the file (TimeoutError)")
-    True
-    >>> transient_read_failure("cannot read the file (BadGzipFile)")
-    False
+    >>> is_transient(TimeoutError()), is_transient(FileNotFoundError(2, "gone"))
+    (True, False)
     """
-    return (
-        any(reason == f"cannot read the file ({name})" for name in TRANSIENT_IO)
-        if reason
-        else False
-    )
+    if isinstance(exc, TimeoutError | ConnectionError | InterruptedError | BlockingIOError):
+        return True
+    return isinstance(exc, OSError) and exc.errno in _TRANSIENT_ERRNOS
+
+
+def read_failure(exc: BaseException, *, whole: bool = False) -> InputError:
+    """The InputError of a read that raised ``exc``: transient, an I/O failure (the file may read
+    again later: a vanished or locked file, a share that went away) or a content problem (a
+    corrupt archive: ``EOFError``, ``zlib.error``, ``gzip.BadGzipFile``).
+
+    ``whole``: the file broke after its first part was read.
+    """
+    what = "the file could not be read to its end" if whole else "cannot read the file"
+    corrupt = isinstance(exc, zlib.error | gzip.BadGzipFile)
+    message = f"{what} ({'corrupt gzip data' if corrupt else type(exc).__name__})"
+    if is_transient(exc):
+        return TransientReadError(message)
+    io = isinstance(exc, OSError) and not isinstance(exc, gzip.BadGzipFile)
+    return InputError(message, io_error=io)
 
 
 class TransientReadError(InputError):
-    """A read failed in a way a retry may cure (see ``transient_read_failure``)."""
+    """A read failed in a way a retry may cure (see ``is_transient``)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, io_error=True)
 
 
 _FIXES = {

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 
-from anonymize.errors import InputError, transient_read_failure
+from anonymize.errors import InputError
 from anonymize.layout import PlannedFile, partition_key, write_atomically
 
 LEDGER = "_ledger.json"
@@ -288,8 +288,8 @@ class IncrementalBatch:
                 continue
             if p.side and p.merge_into is None:
                 continue
-            if r["status"] != "processed" and transient_read_failure(r.get("reason")):
-                continue  # retried by the next run
+            if r["status"] != "processed" and r.get("io_error"):
+                continue  # the OS failed the read: the next run reads it again
             seen = {"size": p.size, "mtime_ns": p.mtime_ns}
             if r["status"] != "processed":
                 self.ledger.entries[sha] = {

@@ -48,6 +48,9 @@ class Organization(BaseModel):
 
     own_domains: tuple[str, ...] = ()
     default_phone_region: str = "US"
+    # Day and month order of slash dates (``3/4/2026``) in CSV exports: found in each file's
+    # values (a day above 12), or set here for exports whose days are all 12 or less.
+    slash_dates: Literal["detect", "month_first", "day_first"] = "detect"
 
 
 class WebSettings(BaseModel):

@@ -43,7 +43,6 @@ from anonymize.errors import (
     TransientReadError,
     describe_os_error,
     safe_text,
-    transient_read_failure,
 )
 from anonymize.gate import run_gate, withhold_findings
 from anonymize.keys import KeyRing
@@ -203,7 +202,7 @@ def stage_file(
             f"{type(exc).__name__}; set {DEBUG_ENV}=1 and rerun on a private machine to see "
             "the traceback"
         ) from None
-    if result.status == "refused" and transient_read_failure(result.reason):
+    if result.status == "refused" and result.transient:
         raise TransientReadError(f"{result.path}: {result.reason}")
     if result.status == "refused":
         log.warning("%s: refused: %s", safe_text(result.path), safe_text(result.reason or ""))

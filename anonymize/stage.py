@@ -23,7 +23,14 @@ import polars as pl
 
 from anonymize.canaries import Canaries, Hint, canary_key, collect
 from anonymize.contracts import Contract, all_contracts, load_contract, load_output_schema
-from anonymize.errors import ContractError, InputError
+from anonymize.errors import (
+    CdranonError,
+    ContractError,
+    InputError,
+    TransientReadError,
+    read_failure,
+    safe_text,
+)
 from anonymize.keys import KeyRing
 from anonymize.layout import CANARIES, LOOKUPS, PARQUET_OPTIONS
 from anonymize.operators import (
@@ -33,7 +40,7 @@ from anonymize.operators import (
     pool_region,
     region_of_path,
 )
-from anonymize.parse import REASON, type_frame
+from anonymize.parse import REASON, DateOrder, type_frame
 from anonymize.policy import CompiledRule, DatasetPolicy, Policy, rule_columns
 from anonymize.sources import Reader, open_source
 from anonymize.sources.base import RAW_LINE, ROW, RawBatch, file_sha256, prefetch
@@ -58,6 +65,18 @@ class FileResult:
     partitions: list[str] = field(default_factory=list)
     keys_path: str | None = None  # session keys of this file, for lower-priority duplicates
     lookup_path: str | None = None  # join sources: key -> pseudonym, for later files of the run
+    # Refused because the operating system failed the read (the file may read on the next run),
+    # and of those, the failures a retry may cure now (see ``errors.is_transient``).
+    io_error: bool = False
+    transient: bool = False
+
+    def refuse(self, exc: CdranonError) -> FileResult:
+        """Refused for ``exc``: its one-line reason, capped, and whether it was the OS's doing."""
+        self.status = "refused"
+        self.reason = safe_text(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        self.io_error = bool(getattr(exc, "io_error", False))
+        self.transient = isinstance(exc, TransientReadError)
+        return self
 
     @property
     def balanced(self) -> bool:
@@ -198,11 +217,9 @@ def process_file(
         source = open_source(path, family)
         reader, contract = source.reader, source.contract
     except OSError as exc:
-        result.reason = f"cannot read the file ({type(exc).__name__})"
-        return result
+        return result.refuse(read_failure(exc))
     except (InputError, ContractError) as exc:
-        result.reason = str(exc)
-        return result
+        return result.refuse(exc)
     result.contract = contract.name
     file_tag = result.sha256[:16]
     side = _SideFile(reader, contract, policy, ctx, staging, quarantine, file_tag, result)
@@ -242,23 +259,13 @@ def process_file(
         result.rows_read = result.rows_published = 0
         result.rows_quarantined, result.rows_filtered, result.partitions = {}, {}, []
 
+    order = DateOrder(policy.organization.slash_dates)
     while True:
         try:
             _process_batches(
-                reader,
-                contract,
-                ds,
-                policy,
-                ctx,
-                work,
-                qdir,
-                file_tag,
-                meta,
-                skip_keys,
-                fixed_region,
-                companions,
-                result,
-            )
+                reader, contract, ds, policy, ctx, work, qdir, file_tag, meta, skip_keys,
+                fixed_region, companions, result, order,
+            )  # fmt: skip
             break
         except InputError as exc:
             forget()
@@ -266,8 +273,10 @@ def process_file(
                 # Not UTF-8 after all: SSMS and Windows tools also write the ANSI code page.
                 reader.encoding = "cp1252"
                 continue
-            result.reason = str(exc)
-            return result
+            if exc.date_order is not None:  # rows were read month first before the file said
+                order = DateOrder(order.setting, found=exc.date_order)
+                continue
+            return result.refuse(exc)
     # Move the file's parts (and its canaries) into the run's staging tree.
     for part in sorted([*work.glob("restricted/**/*.parquet"), *work.glob(f"{CANARIES}/*")]):
         target = staging / part.relative_to(work)
@@ -409,22 +418,31 @@ def _stage_side_table(
     never a raw identifier.
     """
     result, file_tag = f.result, f.file_tag
-    frames, canaries, quarantined = [], [], Counter[str]()
     collect_canaries = _canary_collector(f.contract, f.policy.dataset_for(f.contract), f.ctx)
-    try:
-        for i, batch in enumerate(prefetch(f.reader.batches(f.policy.batch_rows))):
-            result.rows_read += batch.rows_read
-            canaries.append(collect_canaries(batch.frame))
-            typed = type_frame(f.contract, batch.frame)
-            quarantined += _write_quarantine(
-                batch.frame, typed[REASON], batch, qdir / f"{file_tag}-{i:05d}.parquet"
-            )
-            frames.append(typed.filter(pl.col(REASON).is_null()).select(select))
-    except InputError as exc:
-        for stale in qdir.glob(f"{file_tag}-*.parquet"):
-            stale.unlink()
-        result.rows_read, result.reason = 0, str(exc)
-        return result
+    order = DateOrder(f.policy.organization.slash_dates)
+    while True:
+        frames, canaries, quarantined = [], [], Counter[str]()
+        result.rows_read = 0
+        try:
+            for i, batch in enumerate(prefetch(f.reader.batches(f.policy.batch_rows))):
+                result.rows_read += batch.rows_read
+                canaries.append(collect_canaries(batch.frame))
+                typed = type_frame(f.contract, batch.frame, order)
+                quarantined += _write_quarantine(
+                    batch.frame, typed[REASON], batch, qdir / f"{file_tag}-{i:05d}.parquet"
+                )
+                frames.append(typed.filter(pl.col(REASON).is_null()).select(select))
+            if f.contract.merge_into is not None:  # a companion's dates are published
+                order.check_decided()
+            break
+        except InputError as exc:
+            for stale in qdir.glob(f"{file_tag}-*.parquet"):
+                stale.unlink()
+            if exc.date_order is not None:
+                order = DateOrder(order.setting, found=exc.date_order)
+                continue
+            result.rows_read = 0
+            return result.refuse(exc)
     _write_canaries(canaries, f.staging, file_tag)
     table = pl.concat(frames).unique(subset=unique_on, keep="first", maintain_order=True)
     target = _scoped_path(f.staging, f.contract, result.path, file_tag)
@@ -472,6 +490,7 @@ def _process_batches(
     fixed_region: str | None,
     companions: pl.DataFrame | None,
     result: FileResult,
+    order: DateOrder,
 ) -> None:
     rule_exprs = _rule_exprs(ds.rules, contract, ctx)
     if fixed_region is not None:
@@ -499,7 +518,7 @@ def _process_batches(
     for i, batch in enumerate(prefetch(reader.batches(policy.batch_rows))):
         result.rows_read += batch.rows_read
         canaries.append(collect_canaries(batch.frame))
-        typed = type_frame(contract, batch.frame).with_columns(
+        typed = type_frame(contract, batch.frame, order).with_columns(
             pl.col(date_col).dt.date().alias("__date"), region.alias("__region")
         )
         reasons = typed.select(
@@ -553,6 +572,7 @@ def _process_batches(
             )
         result.rows_published += out.height
 
+    order.check_decided()
     _write_canaries(canaries, work, file_tag)
     if keys_out:
         pl.concat(keys_out).write_parquet(work / "keys.parquet")

@@ -27,7 +27,7 @@ def test_an_extra_column_is_counted_and_named_only_when_some_contract_knows_it()
     with pytest.raises(ContractError, match=f"1 unknown column\\(s\\) <column {len(SESSION) + 1}:"):
         match_header([*SESSION, "Mood"], "lync")
     # A column of another export kind is a name cdranon knows: it may be named.
-    with pytest.raises(ContractError, match="unknown column\\(s\\) .*RegisterTime"):
+    with pytest.raises(ContractError, match=r"unknown column\(s\) .*RegisterTime"):
         match_header([*SESSION, "RegisterTime"], "lync")
 
 

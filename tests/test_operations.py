@@ -16,6 +16,7 @@ import pytest
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 
+from anonymize.errors import read_failure
 from anonymize.layout import LOCK, TRASH
 from anonymize.run import Progress, RunParams
 from flows.nightly import cdranon_run, flow_for
@@ -195,7 +196,7 @@ def test_a_transient_read_failure_is_retried(prefect_harness, tmp_path, monkeypa
         if Path(path).name == "SessionDetailsView.csv" and "2026-11-23" in str(path):
             calls["n"] += 1
             if calls["n"] == 1:  # the share timed out once
-                result.status, result.reason = "refused", "cannot read the file (TimeoutError)"
+                result.refuse(read_failure(TimeoutError()))
         return result
 
     monkeypatch.setattr(engine, "process_file", flaky)

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Protocol
 
 from anonymize.contracts import Contract, all_contracts, match_header, safe_column_name
-from anonymize.errors import ContractError, InputError
+from anonymize.errors import ContractError, read_failure
 from anonymize.sources.base import RawBatch
 
 
@@ -43,7 +43,7 @@ def _head(path: Path, n: int = 4096) -> bytes:
         with (gzip.open if is_gz else open)(path, "rb") as fh:
             return fh.read(n)
     except (OSError, EOFError, zlib.error) as exc:
-        raise InputError(f"cannot read the file ({type(exc).__name__})") from None
+        raise read_failure(exc) from None
 
 
 def open_source(path: Path, family: str) -> Source:

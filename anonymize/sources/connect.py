@@ -39,7 +39,7 @@ import polars as pl
 from lxml import etree
 
 from anonymize.contracts import safe_column_name
-from anonymize.errors import InputError
+from anonymize.errors import InputError, read_failure
 from anonymize.sources.base import REJECTED_SCHEMA, RawBatch
 
 _SNIFF = 1 << 16
@@ -84,7 +84,7 @@ class ConnectXml:
             with opener(path, "rb") as fh:
                 head = fh.read(_SNIFF)
         except (OSError, EOFError, zlib.error) as exc:
-            raise InputError(f"cannot read the file ({type(exc).__name__})") from None
+            raise read_failure(exc) from None
         if not looks_like_xml(head):
             raise InputError("not an XML document")
         if _DTD.search(head):
@@ -111,7 +111,7 @@ class ConnectXml:
             if report is None:
                 raise InputError("the XML is not well-formed before its first report row") from None
         except (OSError, EOFError, zlib.error) as exc:
-            raise InputError(f"cannot read the file ({type(exc).__name__})") from None
+            raise read_failure(exc) from None
         if status not in ("ok", "no-data"):
             shown = status if status and re.fullmatch(r"[a-z\-]{1,40}", status) else "missing"
             raise InputError(f"the response's status is {shown}, not ok: it holds no report")
@@ -171,8 +171,6 @@ class ConnectXml:
         except etree.XMLSyntaxError:
             raise InputError("the XML could not be read to its end (not well-formed)") from None
         except (OSError, EOFError, zlib.error) as exc:
-            raise InputError(
-                f"the file could not be read to its end ({type(exc).__name__})"
-            ) from None
+            raise read_failure(exc, whole=True) from None
         if records or rejected or first == 0:
             yield flush()

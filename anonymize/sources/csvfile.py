@@ -37,7 +37,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
-from anonymize.errors import InputError
+from anonymize.errors import InputError, read_failure
 from anonymize.sources.base import RawBatch, file_sha256, prefetch
 
 __all__ = ["CsvFile", "RawBatch", "file_sha256", "prefetch"]
@@ -69,7 +69,7 @@ class CsvFile:
             with opener(path, "rb") as fh:
                 head = fh.read(_SNIFF_BYTES)
         except (OSError, EOFError, zlib.error) as exc:
-            raise InputError(f"cannot read the file ({type(exc).__name__})") from None
+            raise read_failure(exc) from None
         if not head.strip():
             raise InputError("the file is empty")
         if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
@@ -208,14 +208,20 @@ class CsvFile:
                     else pa.table({n: pa.array([], pa.string()) for n in names})
                 )
                 yield self._batch(table, next_row, ragged)
-        except (pa.ArrowInvalid, OSError, EOFError, zlib.error, UnicodeDecodeError) as exc:
-            # Arrow's message for invalid UTF-8 names the problem, never the bytes.
-            bad_encoding = isinstance(exc, UnicodeDecodeError) or "UTF8" in str(exc)
-            raise InputError(
-                f"the file could not be read to its end ({type(exc).__name__}"
-                f"{': not valid ' + self.encoding if bad_encoding else ''})",
-                bad_encoding=bad_encoding,
-            ) from None
+        except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
+            raise self._unreadable(exc) from None
+        except (OSError, EOFError, zlib.error) as exc:
+            raise read_failure(exc, whole=True) from None
+
+    def _unreadable(self, exc: Exception) -> InputError:
+        """A file Arrow could not parse to its end, or that is not in the file's encoding."""
+        # Arrow's message for invalid UTF-8 names the problem, never the bytes.
+        bad_encoding = isinstance(exc, UnicodeDecodeError) or "UTF8" in str(exc)
+        return InputError(
+            f"the file could not be read to its end ({type(exc).__name__}"
+            f"{': not valid ' + self.encoding if bad_encoding else ''})",
+            bad_encoding=bad_encoding,
+        )
 
     def _batch(
         self, table: pa.Table, first_row: int, ragged: list[tuple[int | None, str]]

@@ -31,6 +31,7 @@ from __future__ import annotations
 import codecs
 import gzip
 import re
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,7 +39,7 @@ from pathlib import Path
 import polars as pl
 
 from anonymize.contracts import safe_column_name
-from anonymize.errors import InputError
+from anonymize.errors import InputError, read_failure
 from anonymize.sources.base import RAW_LINE, REJECTED_SCHEMA, ROW, RawBatch
 
 LINE = "_line"  # 1-based physical line number
@@ -65,20 +66,41 @@ _APACHE = re.compile(
 # (quoted or not); a bare chain ("a, b, c") is the client itself.
 _PREFIX = r'^(?P<first>.*[^,\s])\s+(?P<client>[^\s,"]+)$'
 _REQUEST = r"^(?P<method>[A-Za-z]+) (?P<path>\S+)(?: (?P<protocol>\S+))?$"
-_ESCAPE = re.compile(r'\\x([0-9a-fA-F]{2})|\\(["\\])|\\([nt])')
+_ESCAPE = re.compile(r'((?:\\x[0-9a-fA-F]{2})+)|\\(["\\])|\\([nt])')
 
 
 def _unescape(value: str) -> str:
-    """Undo Apache's and nginx's escaping (``\\xhh``, ``\\"``, ``\\\\``, ``\\n``, ``\\t``)."""
+    r"""Undo Apache's and nginx's escaping (``\xhh``, ``\"``, ``\\``, ``\n``, ``\t``).
+
+    A run of ``\xhh`` escapes is the bytes of the original text: decoded as UTF-8 (what
+    browsers send), never one character per byte.
+
+    >>> _unescape(r"/people/Jos\xc3\xa9 \"x\"")
+    '/people/José "x"'
+    """
 
     def one(m: re.Match[str]) -> str:
         if m.group(1):
-            return chr(int(m.group(1), 16))
+            raw = bytes.fromhex(m.group(1).replace("\\x", ""))
+            return raw.decode("utf-8", errors="replace")
         if m.group(2):
             return m.group(2)
         return "\n" if m.group(3) == "n" else "\t"
 
     return _ESCAPE.sub(one, value)
+
+
+def split_lines(text: str) -> list[str]:
+    r"""Lines of a log as the server wrote them: split at ``\n`` only (a ``\r`` before it is
+    dropped); ``\x85``, ``\u2028`` and form feeds inside a request stay in their line.
+
+    >>> split_lines("a\x85b\u2028c\x0cd\r\ne\n")
+    ['a\x85b\u2028c\x0cd', 'e']
+    """
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    return [line[:-1] if line.endswith("\r") else line for line in lines]
 
 
 @dataclass
@@ -216,8 +238,8 @@ class AccessLog:
                 is_gz = fh.read(2) == b"\x1f\x8b"
             with (gzip.open if is_gz else open)(path, "rb") as fh:
                 head = fh.read(1 << 16)
-        except (OSError, EOFError) as exc:
-            raise InputError(f"cannot read the file ({type(exc).__name__})") from None
+        except (OSError, EOFError, zlib.error) as exc:
+            raise read_failure(exc) from None
         if not head.strip():
             raise InputError("the file is empty")
         if b"\x00" in head:
@@ -232,7 +254,7 @@ class AccessLog:
         if first.startswith(("#Software:", "#Version:", "#Date:", "#Fields:")):
             fmt = "iis"
         else:
-            sample = first.splitlines()[:20]
+            sample = split_lines(first)[:20]
             if not any(_APACHE.match(line) for line in sample):
                 raise InputError(
                     "not an access log: no line of the first 20 is in the Apache/nginx "
@@ -254,9 +276,7 @@ class AccessLog:
                     if not block:
                         break
                     text = decoder.decode(b"".join(block))
-                    lines = (
-                        text.lstrip("\ufeff").splitlines() if line_no == 0 else text.splitlines()
-                    )
+                    lines = split_lines(text.lstrip("\ufeff") if line_no == 0 else text)
                     frame = pl.DataFrame(
                         {
                             LINE: pl.int_range(line_no + 1, line_no + len(lines) + 1, eager=True),
@@ -269,11 +289,12 @@ class AccessLog:
                         yield parse_apache(frame)
                     else:
                         yield parse_iis(frame, state)
-        except (OSError, EOFError, UnicodeDecodeError) as exc:
+        except UnicodeDecodeError:
             raise InputError(
-                f"the file could not be read to its end ({type(exc).__name__})",
-                bad_encoding=isinstance(exc, UnicodeDecodeError),
+                "the file could not be read to its end (UnicodeDecodeError)", bad_encoding=True
             ) from None
+        except (OSError, EOFError, zlib.error) as exc:
+            raise read_failure(exc, whole=True) from None
 
     def batches(self, batch_rows: int) -> Iterator[RawBatch]:
         """The file as reader batches: one String column per field, rejected lines with reasons.
