@@ -7,6 +7,7 @@ with a one-line reason on stderr. Prefect is imported only by ``run``.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import sys
@@ -413,14 +414,19 @@ def status(
     reprocess: Annotated[
         bool, typer.Option("--reprocess", help="As the next run would with --reprocess.")
     ] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="One JSON document on stdout, for scripts.")
+    ] = False,
 ) -> None:
     """What the next run would take: the ledger against the landing zone, reading no data.
 
-    Lists the new, superseded and refused files and the recorded files no longer in the landing
-    zone; a file's content is never opened beyond its header (and its hash when the ledger does
-    not know its size and time). Exit 0, or 2 when it cannot run.
+    Uses the run's own discovery and refusal rules: lists the files to read, those the run will
+    refuse (empty, no contract, unreadable, copies) with the reason, the superseded, refused and
+    ignored files and the recorded files no longer in the landing zone. A file's content is never
+    opened beyond its header (and its hash when the ledger does not know its size and time).
+    Exit 0, or 2 when it cannot run.
     """
-    from anonymize.layout import survey
+    from anonymize.layout import PlannedFile, survey
     from anonymize.ledger import IncrementalBatch, Ledger
     from anonymize.plan import plan_inputs
     from anonymize.policy import DEFAULT_POLICY, load_policy
@@ -436,37 +442,60 @@ def status(
     batch = IncrementalBatch(planned, ledger, landing, reprocess=reprocess)
     pending = [p for p in batch.first_files() if not p.side or p.merge_into]  # no join sources
     present = {p.sha256 for p in planned}
-    gone = [
+    gone = sorted(
         e["path"]
         for sha, e in ledger.entries.items()
         if sha not in present and sha not in batch.superseded
-    ]
-    refused = [e["path"] for e in ledger.entries.values() if e.get("status") == "refused"]
-    days = sorted({k.split("/")[0] for e in ledger.entries.values() for k in e["published"]})
-    table = Table(title=f"cdranon status of {out}", show_edge=False)
-    for col in ("files", "recorded", "to read", "superseded", "recorded, gone", "refused",
-                "ignored"):  # fmt: skip
-        table.add_column(col, justify="right")
-    table.add_row(
-        str(sum(1 for p in planned if not p.side or p.merge_into)),
-        str(len(ledger.entries)),
-        str(len(pending)),
-        str(len(batch.superseded)),
-        str(len(gone)),
-        str(len(refused)),
-        str(len(ignored)),
     )
+    refused = sorted(e["path"] for e in ledger.entries.values() if e.get("status") == "refused")
+    days = sorted({k.split("/")[0] for e in ledger.entries.values() for k in e["published"]})
+
+    def rel(p: PlannedFile) -> str:
+        return Path(p.path).relative_to(landing).as_posix()
+
+    report = {
+        "out": str(out),
+        "files": sum(1 for p in planned if not p.side or p.merge_into),
+        "recorded": len(ledger.entries),
+        "to_read": sorted(rel(p) for p in pending if p.problem is None),
+        "to_refuse": sorted(
+            ({"path": rel(p), "reason": p.problem} for p in pending if p.problem is not None),
+            key=lambda e: e["path"],
+        ),
+        "superseded": len(batch.superseded),
+        "gone": gone,
+        "refused": refused,
+        "ignored": [{"path": p, "reason": r} for p, r in ignored],
+        "published_days": {"first": days[0], "last": days[-1], "count": len(days)}
+        if days
+        else None,
+        "has_work": batch.has_work,
+    }
+    if as_json:
+        sys.stdout.write(json.dumps(report, indent=1) + "\n")
+        return
+    table = Table(title=f"cdranon status of {out}", show_edge=False)
+    counts = {
+        "files": report["files"], "recorded": report["recorded"],
+        "to read": len(report["to_read"]), "to refuse": len(report["to_refuse"]),
+        "superseded": report["superseded"], "recorded, gone": len(gone),
+        "refused": len(refused), "ignored": len(ignored),
+    }  # fmt: skip
+    for col in counts:
+        table.add_column(col, justify="right")
+    table.add_row(*(str(v) for v in counts.values()))
     out_console.print(table)
     if days:
         out_console.print(f"published days: {days[0]} .. {days[-1]} ({len(days)})")
-    for label, paths in (
-        ("to read", [Path(p.path).relative_to(landing).as_posix() for p in pending]),
+    for label, lines in (
+        ("to read", report["to_read"]),
+        ("to refuse", [f"{e['path']}: {e['reason']}" for e in report["to_refuse"]]),
         ("gone", gone),
         ("refused", refused),
-        ("ignored", [f"{path}: {reason}" for path, reason in ignored]),
+        ("ignored", [f"{e['path']}: {e['reason']}" for e in report["ignored"]]),
     ):
-        for path in sorted(paths):
-            out_console.print(f"{label}: {safe_text(path)}", highlight=False, soft_wrap=True)
+        for line in lines:
+            out_console.print(f"{label}: {safe_text(line)}", highlight=False, soft_wrap=True)
     if not batch.has_work:
         out_console.print("nothing new: the next run has nothing to do")
 

@@ -52,6 +52,8 @@ class PlannedFile:
     merge_into: str | None = None  # a companion: the contract whose rows it completes
     size: int = 0
     mtime_ns: int = 0
+    # Why reading it will refuse it, when planning already knows (empty, no contract, unreadable).
+    problem: str | None = None
 
 
 def partition_key(rel: str) -> str | None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from anonymize.errors import ContractError, InputError
+from anonymize.errors import ContractError, InputError, read_failure, safe_text
 from anonymize.layout import PlannedFile
 from anonymize.policy import Policy
 from anonymize.sources import open_source
@@ -38,7 +38,7 @@ def plan_inputs(
         contract = dataset = sha = duplicate_of = None
         priority = size = mtime_ns = 0
         join_source = side = False
-        merge_into = None
+        merge_into = problem = None
         try:
             st = os.stat(path)
             size, mtime_ns = st.st_size, st.st_mtime_ns
@@ -53,8 +53,12 @@ def plan_inputs(
             join_source = c.lookup is not None
             side = join_source or c.merge_into is not None
             merge_into = c.merge_into
-        except (OSError, InputError, ContractError):
-            pass
+            if not size:
+                problem = "the file is empty (0 bytes)"
+        except OSError as exc:
+            problem = str(read_failure(exc))
+        except (InputError, ContractError) as exc:
+            problem = safe_text(str(exc).splitlines()[0])
         # A join source publishes nothing: the same Users export in two folders serves both.
         # Empty files are all alike: each is refused as empty, none as a copy of another.
         if sha is not None and not join_source and size:
@@ -73,6 +77,7 @@ def plan_inputs(
                 merge_into,
                 size,
                 mtime_ns,
+                problem if duplicate_of is None else "same content as another file of the batch",
             )
         )
     return sorted(planned, key=lambda p: (-p.priority, p.path))

@@ -272,6 +272,24 @@ def _pydantic_problems(where: str, exc: ValidationError) -> list[str]:
     return out
 
 
+def _rule_problems(doc: dict, exc: ValidationError) -> list[str]:
+    """The rule problems of the datasets whose shape is valid, when another part of the policy
+    is not: every problem is listed in one pass, not the rule problems on the next try."""
+    broken = {
+        str(e["loc"][1]) for e in exc.errors() if len(e["loc"]) > 1 and e["loc"][0] == "datasets"
+    }
+    problems: list[str] = []
+    datasets = doc.get("datasets")
+    for name, body in datasets.items() if isinstance(datasets, dict) else ():
+        if str(name) in broken or not isinstance(body, dict):
+            continue
+        try:
+            _compile_dataset(str(name), _RawDataset(**body), problems)
+        except (ValidationError, TypeError):
+            continue
+    return problems
+
+
 def _as_steps(rule: Any) -> list[dict[str, Any]] | None:
     """Normalise the rule shorthands to a list of {op, as, ...options} dicts."""
     if isinstance(rule, str):
@@ -495,7 +513,8 @@ def load_policy(path: str | Path | Any) -> Policy:
     try:
         raw = _RawPolicy(**doc)
     except ValidationError as exc:
-        raise PolicyError(source, _pydantic_problems("policy", exc)) from None
+        problems = _pydantic_problems("policy", exc)
+        raise PolicyError(source, problems + _rule_problems(doc, exc)) from None
 
     problems: list[str] = []
     for region in raw.regions:

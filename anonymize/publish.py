@@ -242,6 +242,26 @@ def _sum_reasons(results: list[dict], key: str) -> dict[str, int]:
     return dict(sorted(total.items()))
 
 
+# The libraries whose versions decide the bytes of the outputs (a rerun on other versions may
+# differ: parquet encoding, phone metadata, user-agent regexes, DP noise) or how the run went.
+OUTPUT_LIBRARIES = ("polars", "pyarrow", "phonenumbers", "ua-parser", "ua-parser-builtins",
+                    "opendp", "pydantic", "lxml", "prefect")  # fmt: skip
+
+
+def library_versions() -> dict[str, str | None]:
+    """Python's and each of ``OUTPUT_LIBRARIES``' installed version (None when absent)."""
+    import platform
+    from importlib import metadata
+
+    def version(name: str) -> str | None:
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            return None
+
+    return {"python": platform.python_version(), **{n: version(n) for n in OUTPUT_LIBRARIES}}
+
+
 def build_manifest(
     *,
     run_id: str,
@@ -279,6 +299,7 @@ def build_manifest(
         "started_at": started_at.isoformat(),
         "finished_at": datetime.now(UTC).isoformat(),
         "software_version": software_version,
+        "library_versions": library_versions(),
         "not_for_sharing": development,
         "key": {"key_id": key_id, "development": development},
         "policy": {

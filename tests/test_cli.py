@@ -203,3 +203,31 @@ def test_the_console_script_stands_alone(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     assert "published" in done.stdout
     assert list((tmp_path / "out" / "restricted").rglob("*.parquet"))
+
+
+def test_status_json_refuses_and_ignores_what_the_run_then_refuses_and_ignores(
+    tmp_path, policy, dev_keyring
+):
+    import json
+    import shutil
+
+    from anonymize.run import run_local
+    from tests.conftest import SAMPLE
+
+    landing, out = tmp_path / "landing", tmp_path / "out"
+    shutil.copytree(SAMPLE / "weblogs" / "EMEA", landing / "weblogs" / "EMEA")
+    (landing / "weblogs" / "EMEA" / "empty.log").write_bytes(b"")
+    (landing / "weblogs" / "EMEA" / "notes.txt").write_text("not a log at all\n")
+    (landing / "readme.txt").write_text("at the root\n")
+    args = ["status", "--landing", str(landing), "--out", str(out), "--json"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    status = json.loads(result.stdout)
+    to_refuse = {e["path"] for e in status["to_refuse"]}
+    assert to_refuse == {"weblogs/EMEA/empty.log", "weblogs/EMEA/notes.txt"}
+    assert [e["path"] for e in status["ignored"]] == ["readme.txt"]
+    assert status["has_work"] is True
+
+    results, _ = run_local(landing, out, policy=policy, keyring=dev_keyring, run_id="r1")
+    assert {r.path for r in results if r.status == "refused"} == to_refuse
+    assert {r.path for r in results if r.status == "processed"} == set(status["to_read"])

@@ -175,8 +175,11 @@ def test_every_file_under_the_landing_zone_is_read_refused_or_ignored_with_a_rea
     assert any(p.startswith("WebLogs/") and r.status == "processed" for p, r in by_path.items())
     for day in ("2026-11-23", "2026-11-24"):
         assert by_path[f"lync/{day}/empty.csv"].reason == "the file is empty (0 bytes)"
-    totals = _manifests(tmp_path / "out")[0]["totals"]
-    assert totals["files_ignored"] == 4
+    manifest = _manifests(tmp_path / "out")[0]
+    assert manifest["totals"]["files_ignored"] == 4
+    # The versions the bytes depend on, so a rerun can be made on the same ones.
+    assert manifest["library_versions"]["polars"] == pl.__version__
+    assert manifest["library_versions"]["ua-parser-builtins"]
 
 
 # --- nothing echoed that could be data -----------------------------------------------------------
@@ -204,3 +207,30 @@ def test_a_header_of_names_and_a_forged_file_name_reach_no_message(
     assert "\u202e" not in everything
     assert "\nINFO published everything" not in everything.replace("\\n", "")
     assert "x\\n12:00:00" in everything  # the name, escaped
+
+
+def test_a_file_that_vanishes_mid_run_is_read_when_it_is_back(
+    tmp_path, policy, dev_keyring, monkeypatch
+):
+    import anonymize.stage as stage
+
+    landing, out = landing_from_sample(tmp_path), tmp_path / "out"
+    real = stage.open_source
+
+    def vanished(path, family):
+        if str(path).endswith(LATE):
+            raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), str(path))
+        return real(path, family)
+
+    monkeypatch.setattr(stage, "open_source", vanished)
+    results, published = run_local(landing, out, policy=policy, keyring=dev_keyring, run_id="r1")
+    [gone] = [r for r in results if r.status == "refused"]
+    assert gone.reason == "cannot read the file (FileNotFoundError)"
+    assert gone.io_error
+    monkeypatch.undo()
+    # Back, unchanged: the next run reads it (the refusal was not recorded) and publishes its day.
+    results, published = run_local(landing, out, policy=policy, keyring=dev_keyring, run_id="r2")
+    assert LATE in [r.path for r in results]
+    assert all(r.status == "processed" for r in results)
+    assert any("date=2026-11-23/region=EMEA" in p for p in published)
+    assert_same_as_clean_run(out, landing, tmp_path, policy, dev_keyring)

@@ -130,3 +130,17 @@ def test_partition_key_cannot_be_an_output(tmp_path):
     doc = _default()
     doc["datasets"]["lync_sessions"]["columns"]["Pool"] = {"op": "pool_region", "as": "region"}
     assert any("region" in p for p in _problems(tmp_path, doc))
+
+
+def test_schema_and_rule_problems_are_listed_in_one_pass(tmp_path):
+    """A shape problem elsewhere (a bad k, an unknown key) does not hide the rule problems of the
+    datasets: the operator fixes everything after one check, not one layer per try."""
+    doc = _default()
+    doc["colour"] = "blue"
+    doc["releases"]["partner"]["k"] = 1
+    doc["datasets"]["lync_sessions"]["columns"]["FromPhone"] = "keep"
+    del doc["datasets"]["lync_sessions"]["columns"]["ToUri"]
+    text = "\n".join(_problems(tmp_path, doc))
+    for needle in ("colour", "releases.partner.k", "keep is not allowed on FromPhone",
+                   "ToUri: no rule"):  # fmt: skip
+        assert needle in text
