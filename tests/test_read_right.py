@@ -206,3 +206,28 @@ def test_a_corrupt_gzip_log_is_refused_never_a_crash(tmp_path):
         assert message in str(exc.value)
         assert "corrupt gzip data" in str(exc.value)
         assert exc.value.io_error is False  # the same bytes will not read better tomorrow
+
+
+def test_an_endless_line_is_quarantined_without_being_held(tmp_path, policy, dev_keyring):
+    """One line of 30 MB in a gzip of a few KB: quarantined as line_too_long (its text never
+    kept), the lines around it published, every line accounted."""
+    import gzip
+
+    from anonymize.run import run_local
+
+    good = '10.0.0.{i} - - [23/Nov/2026:10:00:0{i} +0000] "GET /help HTTP/1.1" 200 5 "-" "curl/8"\n'
+    with gzip.open(tmp_path / "bomb.log.gz", "wb") as fh:
+        fh.write(good.format(i=1).encode())
+        fh.write(b'10.0.0.9 - - [23/Nov/2026:10:00:00 +0000] "GET /' + b"a" * 30_000_000)
+        fh.write(b' HTTP/1.1" 200 5 "-" "curl/8"\n')
+        fh.write(good.format(i=2).encode())
+    landing = tmp_path / "landing" / "weblogs" / "EMEA"
+    landing.mkdir(parents=True)
+    (tmp_path / "bomb.log.gz").rename(landing / "access.log.gz")
+    [result], _ = run_local(tmp_path / "landing", tmp_path / "out", policy=policy,
+                            keyring=dev_keyring, run_id="r")  # fmt: skip
+    assert result.status == "processed", result.reason
+    assert (result.rows_read, result.rows_published) == (3, 2)
+    assert result.rows_quarantined == {"line_too_long": 1}
+    q = pl.read_parquet(tmp_path / "out" / "_quarantine" / "r" / "**" / "*.parquet")
+    assert q["_raw_line"].to_list() == [None]

@@ -44,6 +44,10 @@ from anonymize.sources.base import RAW_LINE, REJECTED_SCHEMA, ROW, RawBatch
 
 LINE = "_line"  # 1-based physical line number
 RAW = "_raw_line"
+# A line longer than this is quarantined as ``line_too_long`` without ever being held whole:
+# a gzip of one endless line cannot take the memory of the machine.
+MAX_LINE_BYTES = 1 << 20
+_TOO_LONG = "\x00line_too_long\x00"
 REASON = "_reason"
 
 APACHE_COLUMNS = (
@@ -101,6 +105,44 @@ def split_lines(text: str) -> list[str]:
     if lines and lines[-1] == "":
         lines.pop()
     return [line[:-1] if line.endswith("\r") else line for line in lines]
+
+
+def line_blocks(fh, size: int, max_line: int = MAX_LINE_BYTES) -> Iterator[bytes]:
+    """The bytes of ``fh`` in blocks of whole lines (about ``size`` bytes each).
+
+    A line longer than ``max_line`` bytes comes out as a marker line instead, and is skipped as
+    it is read: memory stays within ``size + max_line`` whatever the lengths of the lines.
+
+    >>> import io
+    >>> [b.split(b"\\n") for b in line_blocks(io.BytesIO(b"ab\\n" + b"x" * 50 + b"\\ncd"), 8, 10)]
+    [[b'ab', b''], [b'\\x00line_too_long\\x00', b''], [b'cd']]
+    """
+    marker = _TOO_LONG.encode() + b"\n"
+    carry, skipping = b"", False
+    while data := fh.read(size):
+        out = []
+        if skipping:
+            cut = data.find(b"\n")
+            if cut < 0:
+                continue
+            data, skipping = data[cut + 1 :], False
+            out.append(marker)
+        data = carry + data
+        cut = data.rfind(b"\n") + 1
+        whole, carry = data[:cut], data[cut:]
+        if len(whole) > max_line and any(len(x) > max_line for x in whole.split(b"\n")):
+            lines = whole.split(b"\n")
+            whole = b"\n".join(marker[:-1] if len(x) > max_line else x for x in lines)
+        if whole:
+            out.append(whole)
+        if len(carry) > max_line:
+            carry, skipping = b"", True
+        if out:
+            yield b"".join(out)
+    if skipping:
+        yield marker
+    elif carry:
+        yield carry
 
 
 @dataclass
@@ -271,11 +313,8 @@ class AccessLog:
         decoder = codecs.getincrementaldecoder(self.encoding)(errors="strict")
         try:
             with opener(self.path, "rb") as fh:
-                while True:
-                    block = fh.readlines(lines_per_chunk * 256)
-                    if not block:
-                        break
-                    text = decoder.decode(b"".join(block))
+                for block in line_blocks(fh, lines_per_chunk * 256, MAX_LINE_BYTES):
+                    text = decoder.decode(block)
                     lines = split_lines(text.lstrip("\ufeff") if line_no == 0 else text)
                     frame = pl.DataFrame(
                         {
@@ -284,11 +323,20 @@ class AccessLog:
                         }
                     )
                     line_no += len(lines)
+                    too_long = frame.filter(pl.col(RAW) == _TOO_LONG)
+                    frame = frame.filter(pl.col(RAW) != _TOO_LONG)
                     if self.format == "apache":
                         frame = frame.filter(pl.col(RAW).str.strip_chars() != "")
-                        yield parse_apache(frame)
+                        chunk = parse_apache(frame)
                     else:
-                        yield parse_iis(frame, state)
+                        chunk = parse_iis(frame, state)
+                    if too_long.height:
+                        rejected = _rejected(
+                            too_long.with_columns(pl.lit(None, pl.String).alias(RAW)),
+                            "line_too_long",
+                        )
+                        chunk = Chunk(chunk.good, pl.concat([chunk.rejected, rejected]))
+                    yield chunk
         except UnicodeDecodeError:
             raise InputError(
                 "the file could not be read to its end (UnicodeDecodeError)", bad_encoding=True
