@@ -5,6 +5,8 @@ output root::
 
     restricted/<dataset>/date=YYYY-MM-DD/region=R/part-*.parquet   published datasets
     shareable/<release>/<dataset>/date=.../region=.../*.parquet    what a recipient receives
+    current -> _versions/<run-id>                                  the published version
+    _versions/<run-id>/{restricted,shareable}/...                  complete trees, the last two
     _staging/<run-id>/...                                          this run's outputs, unswapped
     _quarantine/<run-id>/<dataset>/*.parquet                       rejected raw rows (restricted)
     _manifests/<run-id>.json                                       what was done
@@ -26,7 +28,10 @@ from anonymize.errors import InputError
 
 FAMILIES = ("lync", "connect", "weblogs")
 STAGING = "_staging"
-TRASH = "_trash"
+TRASH = "_trash"  # the per-partition swaps of earlier versions (recovered, no longer made)
+VERSIONS = "_versions"  # one complete tree (restricted/, shareable/) per published run
+CURRENT = "current"  # symlink to the published version; restricted/, shareable/ point through it
+AREAS = ("restricted", "shareable")
 QUARANTINE = "_quarantine"
 MANIFESTS = "_manifests"
 LOCK = "_lock"

@@ -18,11 +18,14 @@ from pathlib import Path
 
 from anonymize.errors import PublishError, RunRefused, describe_os_error, safe_text
 from anonymize.layout import (
+    AREAS,
+    CURRENT,
     LOCK,
     MANIFESTS,
     QUARANTINE,
     STAGING,
     TRASH,
+    VERSIONS,
     fsync_dir,
     partition_key,
     write_atomically,
@@ -30,27 +33,82 @@ from anonymize.layout import (
 
 
 def recover(out: Path) -> list[str]:
-    """Finish what a crashed run left: restore partitions it moved to ``_trash`` but did not
-    replace, drop the trash of swaps that completed, and remove its staging area.
+    """Finish what a crashed run left, before a new run starts: only under the lock.
 
-    Only call it while holding the lock (no other run can be publishing). Returns the partitions
-    restored.
+    A crash before the pointer swap leaves a version that was never published: it is removed,
+    and readers never saw it. A root of the layout before versions (real ``restricted/`` and
+    ``shareable/`` folders, partitions left in ``_trash/`` by a crash mid-swap) is put back
+    together and becomes a version. The staging area goes. Returns what was restored or removed.
     """
     out = Path(out)
-    restored = []
+    done = []
     for run in sorted((out / TRASH).glob("*")):
         for part in sorted(run.glob("**/date=*/region=*")):
             live = out / part.relative_to(run)
             if not live.exists():  # the crash fell between the two renames: put it back
                 live.parent.mkdir(parents=True, exist_ok=True)
                 os.replace(part, live)
-                restored.append(live.relative_to(out).as_posix())
+                done.append(live.relative_to(out).as_posix())
         shutil.rmtree(run, ignore_errors=True)
+    with contextlib.suppress(OSError):
+        (out / TRASH).rmdir()
+    if any((out / a).is_dir() and not (out / a).is_symlink() for a in AREAS):
+        _adopt_unversioned(out)
+    current = current_version(out)
+    if current is None and (out / VERSIONS).is_dir():
+        complete = sorted(v for v in (out / VERSIONS).iterdir() if (v / _COMPLETE).exists())
+        if complete:  # the crash fell in a first pointing: point at the newest whole version
+            _point(out, complete[-1].name)
+            current = complete[-1]
+    for version in sorted((out / VERSIONS).glob("*")):
+        if not (version / _COMPLETE).exists() and version != current:
+            shutil.rmtree(version, ignore_errors=True)  # built, never published
+            done.append(f"{VERSIONS}/{version.name}")
     shutil.rmtree(out / STAGING, ignore_errors=True)
-    return restored
+    return done
 
 
-PRIVATE = ("restricted", QUARANTINE, STAGING, MANIFESTS, TRASH, "_ledger.json", LOCK)
+_COMPLETE = ".complete"  # in a version folder: it is whole and may be pointed at
+VERSIONS_KEPT = 2  # the published version and the one before, for readers still on it
+
+
+def current_version(out: Path) -> Path | None:
+    """The folder of the published version (``<out>/_versions/<run-id>``), None before any."""
+    link = Path(out) / CURRENT
+    if not link.is_symlink():
+        return None
+    return Path(out) / VERSIONS / Path(os.readlink(link)).name
+
+
+def _point(out: Path, version: str) -> None:
+    """Publish ``version``: one atomic rename of the ``current`` symlink, made durable."""
+    tmp = out / f".{CURRENT}.tmp"
+    tmp.unlink(missing_ok=True)
+    os.symlink(f"{VERSIONS}/{version}", tmp)
+    os.replace(tmp, out / CURRENT)
+    for area in AREAS:  # fixed links through ``current``: made once
+        if not (out / area).is_symlink():
+            os.symlink(f"{CURRENT}/{area}", out / area)
+    fsync_dir(out)
+
+
+def _adopt_unversioned(out: Path) -> None:
+    """Turn the real ``restricted/`` and ``shareable/`` folders of an older root into a version."""
+    version = out / VERSIONS / "unversioned"
+    version.mkdir(parents=True, exist_ok=True)
+    for area in AREAS:
+        src, dst = out / area, version / area
+        if src.is_dir() and not src.is_symlink():
+            with contextlib.suppress(OSError):
+                dst.rmdir()  # an empty one, from an adoption a crash interrupted
+            os.replace(src, dst)
+        dst.mkdir(exist_ok=True)
+    (version / _COMPLETE).touch()
+    fsync_dir(version)
+    _point(out, version.name)
+
+
+PRIVATE = (VERSIONS, QUARANTINE, STAGING, MANIFESTS, TRASH, "_ledger.json", LOCK)
 
 
 def owner_only() -> None:
@@ -182,48 +240,67 @@ def publish_partitions(
     replace: set[str] | None = None,
     releases: list[str] | None = None,
 ) -> list[str]:
-    """Swap every staged partition folder into ``out``; return the published partition paths.
+    """Publish the staged partitions as a new version of the whole output; return them.
 
-    For each ``restricted/<dataset>/date=D/region=R`` and
-    ``shareable/<release>/<dataset>/date=D/region=R`` in staging: the live folder (if any) is
-    renamed into ``_trash/<run-id>/``, the staged one renamed into place, and the trash removed.
-    A crash between the two renames leaves the old partition in the trash, never a mixed one.
+    The new version (``_versions/<run-id>``) is the published one with every staged
+    ``restricted/<dataset>/date=D/region=R`` and ``shareable/<release>/<dataset>/date=D/region=R``
+    put in place, and the other partitions carried over as hard links (no copy). ``replace``
+    lists the ``date/region`` keys the run rebuilt: a published partition with such a key that
+    the run did not stage (its rows are gone, e.g. a corrected export) is left out, in the
+    restricted datasets and in the shareable folders of ``releases`` (all when None).
 
-    ``replace`` lists the ``date/region`` keys the run rebuilt: a live partition with such a key
-    that the run did not stage (its rows are gone, e.g. a corrected export) is removed too, in
-    the restricted datasets and in the shareable folders of ``releases`` (all when None).
+    Then one atomic rename of the ``current`` symlink publishes it: a reader sees the whole
+    previous output or the whole new one, whenever the process dies, never a mix or a hole.
+    Readers that resolve ``current`` once (``os.path.realpath``) keep a stable snapshot while
+    later runs publish; the two newest versions are kept.
     """
     staging, out = Path(staging), Path(out)
-    published = []
-    staged = _partition_dirs(staging)
-    for part_dir in staged:
-        rel = part_dir.relative_to(staging)
-        live = out / rel
-        trash = out / TRASH / run_id / rel
-        try:
-            live.parent.mkdir(parents=True, exist_ok=True)
-            if live.exists():
-                trash.parent.mkdir(parents=True, exist_ok=True)
-                os.replace(live, trash)
-            os.replace(part_dir, live)
-            fsync_dir(live.parent)
-        except OSError as exc:
-            raise PublishError(
-                f"could not swap the partition {rel} into place: {describe_os_error(exc)}; "
-                f"the previous version is kept under {TRASH}/{run_id}/ and is put back by the "
-                "next run"
-            ) from None
-        published.append(rel.as_posix())
-    if replace:
-        fresh = set(published)
-        for live in _partition_dirs(out, releases):
-            rel = live.relative_to(out)
-            if rel.as_posix() not in fresh and partition_key(rel.as_posix()) in replace:
-                trash = out / TRASH / run_id / rel
-                trash.parent.mkdir(parents=True, exist_ok=True)
-                os.replace(live, trash)
-    shutil.rmtree(out / TRASH / run_id, ignore_errors=True)
-    return published
+    new = out / VERSIONS / run_id
+    old = current_version(out)
+    staged = {p.relative_to(staging).as_posix(): p for p in _partition_dirs(staging)}
+    replaceable = {
+        p.relative_to(old).as_posix() for p in _partition_dirs(old, releases)
+    } if old else set()  # fmt: skip
+    try:
+        shutil.rmtree(new, ignore_errors=True)
+        for area in AREAS:
+            (new / area).mkdir(parents=True, exist_ok=True)
+        for part in _partition_dirs(old) if old else []:
+            rel = part.relative_to(old).as_posix()
+            rebuilt = replace is not None and partition_key(rel) in replace and rel in replaceable
+            if rel not in staged and not rebuilt:
+                _link_tree(part, new / rel)
+        for rel, part in staged.items():
+            (new / rel).parent.mkdir(parents=True, exist_ok=True)
+            os.replace(part, new / rel)
+        (new / _COMPLETE).touch()
+        _fsync_tree(new)
+        _point(out, run_id)
+    except OSError as exc:
+        raise PublishError(
+            f"could not publish the new version: {describe_os_error(exc)}; the previous one "
+            "is still the published one, and the next run removes the half-built one"
+        ) from None
+    versions = sorted(v for v in (out / VERSIONS).iterdir() if (v / _COMPLETE).exists())
+    for version in versions[:-VERSIONS_KEPT]:
+        if version != new:
+            shutil.rmtree(version, ignore_errors=True)
+    return sorted(staged)
+
+
+def _link_tree(src: Path, dst: Path) -> None:
+    """``dst`` as a copy of the folder ``src`` made of hard links (published files never change)."""
+    for folder, _, files in os.walk(src):
+        target = dst / Path(folder).relative_to(src)
+        target.mkdir(parents=True, exist_ok=True)
+        for name in files:
+            os.link(Path(folder) / name, target / name)
+
+
+def _fsync_tree(root: Path) -> None:
+    """Make a new version's folders durable before it is pointed at."""
+    for folder, _, _ in os.walk(root):
+        fsync_dir(Path(folder))
 
 
 def write_manifest(out: Path, run_id: str, manifest: dict) -> Path:

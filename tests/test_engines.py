@@ -22,7 +22,7 @@ import pytest
 import anonymize.run as engine
 from anonymize.errors import CdranonError
 from anonymize.keys import KeyRing
-from anonymize.layout import MANIFESTS, QUARANTINE
+from anonymize.layout import MANIFESTS, QUARANTINE, VERSIONS
 from anonymize.policy import DEFAULT_POLICY, load_policy
 from anonymize.run import RunParams, run_local
 from flows.nightly import cdranon_run
@@ -112,9 +112,11 @@ def _snapshot(out: Path) -> dict:
     )
     order = {m["run_id"]: f"run{i}" for i, m in enumerate(manifests)}
     files = {}
-    for path in sorted(p for p in out.rglob("*") if p.is_file()):
+    # The published version through its links (the version folders are named by run id).
+    every = [*out.rglob("*"), *(out / "restricted").rglob("*"), *(out / "shareable").rglob("*")]
+    for path in sorted(p for p in every if p.is_file()):
         rel = path.relative_to(out).parts
-        if rel[0] in (MANIFESTS, "_ledger.json"):
+        if rel[0] in (MANIFESTS, "_ledger.json", VERSIONS):
             continue
         if rel[0] == QUARANTINE:
             rel = (rel[0], order[rel[1]], *rel[2:])

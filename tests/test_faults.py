@@ -234,3 +234,28 @@ def test_a_file_that_vanishes_mid_run_is_read_when_it_is_back(
     assert all(r.status == "processed" for r in results)
     assert any("date=2026-11-23/region=EMEA" in p for p in published)
     assert_same_as_clean_run(out, landing, tmp_path, policy, dev_keyring)
+
+
+def test_an_output_root_of_the_earlier_layout_is_adopted_whole(tmp_path, policy, dev_keyring):
+    """Real restricted/ and shareable/ folders (as runs wrote them before versions): the next run
+    makes them a version, and publishes on top of it without losing a partition."""
+    import shutil
+
+    from anonymize.layout import CURRENT, VERSIONS
+
+    landing, out = landing_from_sample(tmp_path, without=(LATE,)), tmp_path / "out"
+    run_local(landing, out, policy=policy, keyring=dev_keyring, run_id="r1")
+    before = snapshot(out), snapshot(out, "shareable")
+    for area in ("restricted", "shareable"):  # back to the old layout
+        real = Path(os.path.realpath(out / area))
+        (out / area).unlink()
+        shutil.copytree(real, out / area)
+    (out / CURRENT).unlink()
+    shutil.rmtree(out / VERSIONS)
+    assert (snapshot(out), snapshot(out, "shareable")) == before
+
+    (landing / LATE).write_bytes((landing_from_sample(tmp_path / "all") / LATE).read_bytes())
+    run_local(landing, out, policy=policy, keyring=dev_keyring, run_id="r2")
+    assert (out / "restricted").is_symlink()
+    assert sorted(v.name for v in (out / VERSIONS).iterdir()) == ["r2", "unversioned"]
+    assert_same_as_clean_run(out, landing, tmp_path, policy, dev_keyring)

@@ -17,8 +17,8 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 
 from anonymize.errors import read_failure
-from anonymize.layout import LOCK, TRASH
-from anonymize.run import Progress, RunParams
+from anonymize.layout import LOCK, VERSIONS
+from anonymize.run import Progress, RunParams, run_local
 from flows.nightly import cdranon_run, flow_for
 from tests.conftest import SAMPLE
 from tests.test_incremental import LATE, assert_same_as_clean_run, landing_from_sample, snapshot
@@ -88,20 +88,24 @@ def test_nightly_twice_publishes_once_and_a_late_file_republishes_only_its_day(
     assert "1 day/region partition(s) rebuilt (2026-11-23 .. 2026-11-23)" in report
 
 
-# Runs the CLI in a child process that kills itself (SIGKILL: no cleanup of any kind) right
-# after it moved the second live partition aside, before the staged one takes its place.
+# Runs the CLI in a child process that kills itself (SIGKILL: no cleanup of any kind) at a
+# moment of publication: "building" right after the second staged partition went into the new
+# version (not yet published), "pointed" right after the ``current`` link was swapped.
 KILLER = textwrap.dedent(
     """
     import os, signal, sys
     real_replace = os.replace
     moved = []
+    at = sys.argv[3]
 
     def replace(src, dst, *a, **kw):
         real_replace(src, dst, *a, **kw)
-        if "/_trash/" in str(dst) and "/restricted/" in str(dst):
+        if at == "building" and "/_versions/" in str(dst) and "/restricted/" in str(dst):
             moved.append(dst)
             if len(moved) == 2:
                 os.kill(os.getpid(), signal.SIGKILL)
+        if at == "pointed" and os.path.basename(str(dst)) == "current":
+            os.kill(os.getpid(), signal.SIGKILL)
 
     os.replace = replace
     from anonymize.cli import main
@@ -111,20 +115,10 @@ KILLER = textwrap.dedent(
 )
 
 
-def test_a_run_killed_while_publishing_leaves_whole_partitions_and_the_next_run_completes(
-    prefect_harness, tmp_path, policy, dev_keyring
-):
-    landing = landing_from_sample(tmp_path, without=(LATE,))
-    out = tmp_path / "out"
-    params = RunParams(landing=landing, out=out, dev_key=True)
-    assert cdranon_run(params)["status"] == "published"
-    before = snapshot(out)
-    ledger_before = (out / "_ledger.json").read_bytes()
-
-    shutil.copy(SAMPLE / LATE, landing / LATE)
+def _killed_run(landing: Path, out: Path, tmp_path: Path, at: str) -> int:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API")}
     child = subprocess.Popen(
-        [sys.executable, "-c", KILLER, str(landing), str(out)],
+        [sys.executable, "-c", KILLER, str(landing), str(out), at],
         env=env | {"PREFECT_HOME": str(tmp_path / "child-prefect")},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -134,27 +128,42 @@ def test_a_run_killed_while_publishing_leaves_whole_partitions_and_the_next_run_
         assert child.wait(timeout=300) == -signal.SIGKILL
     finally:  # its temporary Prefect server is in the same session
         subprocess.run(["pkill", "-KILL", "-s", str(child.pid)], check=False)
+    return child.pid
 
-    # What the crash left: its lock, one partition only in the trash, the ledger untouched.
-    owner = json.loads((out / LOCK).read_text())
-    assert owner["pid"] == child.pid
-    trashed = list((out / TRASH).glob("*/restricted/*/date=*/region=*"))
-    assert len(trashed) == 2  # both moved aside; the first one's new version is in place
-    missing = [p for p in trashed if not (out / p.relative_to(p.parents[3])).exists()]
-    assert len(missing) == 1
+
+@pytest.mark.parametrize("at", ["building", "pointed"])
+def test_a_run_killed_while_publishing_leaves_one_whole_version_and_the_next_run_completes(
+    at, prefect_harness, tmp_path, policy, dev_keyring
+):
+    landing = landing_from_sample(tmp_path, without=(LATE,))
+    out = tmp_path / "out"
+    params = RunParams(landing=landing, out=out, dev_key=True)
+    assert cdranon_run(params)["status"] == "published"
+    before = snapshot(out), snapshot(out, "shareable")
+    ledger_before = (out / "_ledger.json").read_bytes()
+
+    shutil.copy(SAMPLE / LATE, landing / LATE)
+    pid = _killed_run(landing, out, tmp_path, at)
+
+    # What the crash left: its lock file (the kernel freed the lock), the ledger untouched, and
+    # one whole published version: the previous one, or the new one, never a mix or a hole.
+    assert json.loads((out / LOCK).read_text())["pid"] == pid
     assert (out / "_ledger.json").read_bytes() == ledger_before
-    # Every other partition is whole: the previous version or the new one, never a mix.
-    now = snapshot(out)
-    for rel in now.keys() - before.keys():
-        assert "date=2026-11-23/region=EMEA" in rel
-    for rel in before.keys() - now.keys():
-        assert "date=2026-11-23/region=EMEA" in rel
+    now = snapshot(out), snapshot(out, "shareable")
+    if at == "building":
+        assert now == before
+    else:
+        assert now != before
+        clean = tmp_path / "clean"
+        run_local(landing, clean, policy=policy, keyring=dev_keyring, run_id="clean")
+        assert now == (snapshot(clean), snapshot(clean, "shareable"))
 
-    # The next run takes the dead run's lock, puts the partition back, and republishes the day.
+    # The next run takes the dead run's lock, removes what it half-built, and republishes.
     summary = cdranon_run(params)
     assert summary["status"] == "published"
     assert not (out / LOCK).exists()
-    assert not (out / TRASH).exists() or not any((out / TRASH).iterdir())
+    versions = sorted(v.name for v in (out / VERSIONS).iterdir())
+    assert len(versions) == 2  # the published one and the one before; nothing half-built
     assert_same_as_clean_run(out, landing, tmp_path, policy, dev_keyring)
 
 
