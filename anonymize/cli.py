@@ -103,7 +103,9 @@ def run(
     ] = None,
     region: Annotated[
         list[str] | None,
-        typer.Option(help="Publish partitions of this region only (AMER, EMEA, APAC); repeat."),
+        typer.Option(
+            help="Publish partitions of this region of the policy only (AMER ...); repeat."
+        ),
     ] = None,
     date_from: Annotated[
         str | None, typer.Option("--from", help="First day (YYYY-MM-DD) the run may publish.")

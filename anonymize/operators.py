@@ -55,7 +55,8 @@ INPUT_TO_OUTPUT_TYPE = {
     "datetime": "datetime",
 }
 
-REGIONS = ("AMER", "EMEA", "APAC")
+# A region's name (the policy's ``regions``): a partition value, so a plain upper-case word.
+REGION_NAME = r"^[A-Z][A-Z0-9_]{0,31}$"
 
 
 class Options(BaseModel):
@@ -413,9 +414,10 @@ def region_of_path(path: str, region_pools: dict[str, tuple[str, ...]]) -> str |
     True
     """
     folders = path.replace("\\", "/").split("/")[:-1]
+    names = {name.upper(): name for name in region_pools}
     for folder in folders:
-        if folder.upper() in REGIONS:
-            return folder.upper()
+        if folder.upper() in names:
+            return names[folder.upper()]
     for folder in folders:
         if (region := region_of(folder, region_pools)) is not None:
             return region
@@ -433,7 +435,7 @@ def region_of(pool: str, region_pools: dict[str, tuple[str, ...]]) -> str | None
 
 @register("pool_region", options=NoOptions, accepts={"string"}, output="string")
 def pool_region(expr: pl.Expr, *, options: NoOptions, ctx: OpContext) -> pl.Expr:
-    """Map a pool or site FQDN to its hosting region (AMER, EMEA, APAC) from the policy."""
+    """Map a pool or site FQDN to its hosting region (the policy's ``regions``)."""
     pools = ctx.region_pools
     return map_unique(
         expr,

@@ -31,7 +31,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from anonymize.contracts import Contract, load_contract, load_output_schema
 from anonymize.errors import ContractError, PolicyError
-from anonymize.operators import INPUT_TO_OUTPUT_TYPE, REGIONS, REGISTRY, OperatorSpec, Options
+from anonymize.operators import (
+    INPUT_TO_OUTPUT_TYPE,
+    REGION_NAME,
+    REGISTRY,
+    OperatorSpec,
+    Options,
+)
 from anonymize.statistics import STATISTICS
 
 DEFAULT_POLICY = resources.files("policies").joinpath("default.yaml")
@@ -518,8 +524,10 @@ def load_policy(path: str | Path | Any) -> Policy:
 
     problems: list[str] = []
     for region in raw.regions:
-        if region not in REGIONS:
-            problems.append(f"regions.{region}: unknown region (use {', '.join(REGIONS)})")
+        if not re.fullmatch(REGION_NAME, region):
+            problems.append(
+                f"regions.{region}: a region's name is an upper-case word (letters, digits, _)"
+            )
     datasets = {}
     for name, ds in raw.datasets.items():
         compiled = _compile_dataset(name, ds, problems)

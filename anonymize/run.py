@@ -30,9 +30,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any, ClassVar, Literal, TypeVar
+from typing import Annotated, Any, ClassVar, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from anonymize import __version__
 from anonymize.canaries import canary_key
@@ -48,6 +48,7 @@ from anonymize.gate import run_gate, withhold_findings
 from anonymize.keys import KeyRing
 from anonymize.layout import QUARANTINE, STAGING, PlannedFile, survey
 from anonymize.ledger import IncrementalBatch, Ledger, Scope
+from anonymize.operators import REGION_NAME
 from anonymize.plan import plan_inputs, priority_groups
 from anonymize.policy import DEFAULT_POLICY, Policy, load_policy
 from anonymize.publish import (
@@ -67,7 +68,7 @@ DEBUG_ENV = "CDRANON_DEBUG"
 READ_RETRY_DELAYS = (2, 10)
 
 Family = Literal["lync", "connect", "weblogs"]
-Region = Literal["AMER", "EMEA", "APAC"]
+Region = Annotated[str, StringConstraints(pattern=REGION_NAME)]  # one of the policy's regions
 T = TypeVar("T")
 
 
@@ -112,6 +113,12 @@ class RunParams(BaseModel):
 
     def check(self, policy: Policy) -> None:
         """The checks that need the policy; raise CdranonError before anything runs."""
+        unknown = sorted(set(self.regions or ()) - set(policy.regions))
+        if unknown:
+            known = ", ".join(sorted(policy.regions)) or "none"
+            raise CdranonError(
+                f"regions: the policy has no region {unknown[0]!r} (it has: {known})"
+            )
         if self.release is not None and self.release not in policy.releases:
             known = ", ".join(sorted(policy.releases)) or "none"
             raise CdranonError(f"the policy has no release {self.release!r} (it has: {known})")

@@ -39,7 +39,8 @@ def test_run_with_an_unknown_release_writes_nothing(sample_landing, tmp_path):
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
-        (["--region", "MARS"], "bad parameter: regions.0"),
+        (["--region", "MARS"], "regions: the policy has no region 'MARS' (it has: AMER, APAC"),
+        (["--region", "mars-1"], "bad parameter: regions.0"),
         (["--source", "fax"], "bad parameter: sources.0"),
         (["--from", "2026-11-24", "--to", "2026-11-23"], "date_from is after date_to"),
         (["--from", "yesterday"], "bad parameter: date_from"),

@@ -259,3 +259,31 @@ def test_an_output_root_of_the_earlier_layout_is_adopted_whole(tmp_path, policy,
     assert (out / "restricted").is_symlink()
     assert sorted(v.name for v in (out / VERSIONS).iterdir()) == ["r2", "unversioned"]
     assert_same_as_clean_run(out, landing, tmp_path, policy, dev_keyring)
+
+
+def test_regions_are_the_policys(tmp_path, dev_keyring):
+    """A provider that hosts in Brazil too names LATAM in its policy: a folder named after it,
+    or a server matching its pattern, is that region; nothing is fixed to AMER/EMEA/APAC."""
+    import shutil
+
+    import yaml
+
+    from anonymize.policy import load_policy
+    from tests.conftest import SAMPLE
+
+    doc = yaml.safe_load(DEFAULT_POLICY.read_text())
+    doc["regions"]["LATAM"] = ["*.br.uchost.net"]
+    path = tmp_path / "latam.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    policy = load_policy(path)
+    landing = tmp_path / "landing"
+    shutil.copytree(SAMPLE / "weblogs" / "EMEA" / "www", landing / "weblogs" / "Latam" / "www")
+    shutil.copytree(SAMPLE / "weblogs" / "AMER", landing / "weblogs" / "web01.br.uchost.net")
+    results, published = run_local(landing, tmp_path / "out", policy=policy,
+                                   keyring=dev_keyring, run_id="r")  # fmt: skip
+    assert {r.status for r in results} == {"processed"}
+    assert any("web01.br.uchost.net" in r.path for r in results)
+    regions = {p.split("region=")[1].split("/")[0] for p in published if "region=" in p}
+    assert regions == {"LATAM"}
+    with pytest.raises(Exception, match="the policy has no region 'MARS'"):
+        RunParams(landing=landing, out=tmp_path / "o", regions=["MARS"]).check(policy)

@@ -98,11 +98,11 @@ def test_every_problem_is_listed_at_once(tmp_path):
     del cols["ToUri"]
     cols["FromPhone"] = "keep"
     cols["Nonsense"] = "drop"
-    doc["regions"]["MARS"] = ["*.mars.*"]
+    doc["regions"]["mars-1"] = ["*.mars.*"]
     problems = _problems(tmp_path, doc)
     assert len(problems) >= 4
     text = "\n".join(problems)
-    for needle in ("ToUri: no rule", "keep is not allowed on FromPhone", "Nonsense", "MARS"):
+    for needle in ("ToUri: no rule", "keep is not allowed on FromPhone", "Nonsense", "mars-1"):
         assert needle in text
 
 
