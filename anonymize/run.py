@@ -449,6 +449,7 @@ class Run:
             )
         if not self.landing.is_dir():
             raise RunRefused(f"the landing zone {safe_text(str(self.landing))} is not a folder")
+        owner_only()  # the output root itself is made owner-only too
         try:
             self.out.mkdir(parents=True, exist_ok=True)
             probe = self.out / f".cdranon-probe-{self.run_id}"

@@ -30,11 +30,18 @@ def test_private_areas_are_owner_only(sample_landing, tmp_path, policy, dev_keyr
     finally:
         os.umask(old)
     checked = 0
-    for area in ("restricted", QUARANTINE, "_ledger.json"):
+    for area in ("restricted", "_versions", QUARANTINE, "_ledger.json"):
         for p, mode in _modes(out / area).items():
             assert mode & 0o077 == 0, (p.relative_to(out), oct(mode))
             checked += 1
     assert checked > 50
+    # An output root the run creates is the owner's alone too (one made beforehand keeps its mode).
+    old = os.umask(0o022)
+    try:
+        run_local(sample_landing, tmp_path / "new", policy=policy, keyring=dev_keyring, run_id="r")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "new").stat().st_mode) & 0o077 == 0
 
 
 def test_canaries_on_disk_are_keyed_hashes(tmp_path, policy, dev_keyring):
