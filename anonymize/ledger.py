@@ -62,6 +62,8 @@ class Ledger:
     """Input files done, by content hash (see the module docstring)."""
 
     entries: dict[str, dict] = field(default_factory=dict)
+    # The key the output root's pseudonyms are under (a run with another key is refused).
+    key_id: str | None = None
 
     @classmethod
     def load(cls, out: Path) -> Ledger:
@@ -72,7 +74,10 @@ class Ledger:
             body = json.loads(path.read_text())
             if body.get("version") != LEDGER_VERSION:
                 raise ValueError("version")
-            return cls(dict(body["files"]))
+            key = body.get("key_id")
+            if key is not None and not isinstance(key, str):
+                raise ValueError("key_id")
+            return cls(dict(body["files"]), key)
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
             raise InputError(
                 f"the ledger {path} cannot be read; restore it from a backup, or move it away to "
@@ -81,7 +86,11 @@ class Ledger:
 
     def save(self, out: Path) -> Path:
         """Write atomically and durably (``layout.write_atomically``)."""
-        body = {"version": LEDGER_VERSION, "files": dict(sorted(self.entries.items()))}
+        body = {
+            "version": LEDGER_VERSION,
+            "key_id": self.key_id,
+            "files": dict(sorted(self.entries.items())),
+        }
         return write_atomically(Path(out) / LEDGER, json.dumps(body, indent=1) + "\n")
 
     def known_files(self, landing: Path) -> dict[str, tuple[int, int, str]]:

@@ -99,17 +99,41 @@ PseudonymScope = Literal["none", "day", "month", "stable"]
 
 
 class DpSettings(BaseModel):
-    """Differential privacy of a release's statistics (OpenDP's Laplace mechanism)."""
+    """Differential privacy of a release's statistics (discrete Laplace noise, keyed: the same
+    data always gets the same noise; see ``anonymize.perturbation``)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     enabled: bool = False
-    epsilon: float = Field(default=1.0, gt=0, le=20)  # per statistic
-    max_rows_per_person: int = Field(default=20, ge=1)  # per statistic and day
+    epsilon: float = Field(default=1.0, gt=0, le=20)  # per statistic and period
+    # The accounting period: a person's rows are bounded over it (not per day), so a person
+    # active on every day of it is charged once.
+    period: Literal["week", "month"] = "week"
+    max_rows_per_person: int = Field(default=20, ge=1)  # per statistic and period
     max_minutes: float = Field(default=240.0, gt=0)  # per row
-    # Which cells exist is private too: cells are selected by OpenDP's Laplace threshold
-    # mechanism, whose threshold is set so a cell of a few people shows with probability delta.
+    # Which cells exist is private too: cells are selected by the Laplace threshold mechanism,
+    # whose threshold is set so a cell of a few people shows with probability delta.
     delta: float = Field(default=1e-6, gt=0, le=1e-2)
+    # Epsilon the recipient may receive per period: the first publication of a period costs
+    # epsilon per statistic, and so does each later one that draws new noise for a cell the
+    # recipient already holds (its data changed). A run that would exceed it does not publish
+    # the release.
+    budget: float = Field(default=10.0, gt=0)
+
+
+class Perturbation(BaseModel):
+    """Consistent perturbation of the statistics without DP (``anonymize.perturbation``)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    # cell_key: every published count is perturbed by the cell key method. none: exact counts,
+    # allowed only with ``freeze`` (a republished day would give exact differences below k).
+    method: Literal["cell_key", "none"] = "cell_key"
+    max_perturbation: int = Field(default=3, ge=1, le=10)
+    sigma: float = Field(default=1.5, gt=0, le=5)
+    # Magnitudes (sessions, minutes ...): a perturbation unit is this share of the largest
+    # person's contribution to the cell (at least 1 for counts).
+    magnitude_scale: float = Field(default=0.25, gt=0, le=2)
 
 
 class DominanceRule(BaseModel):
@@ -133,6 +157,10 @@ class ReleaseSpec(BaseModel):
     granularity: Literal["day", "hour"] = "day"
     k: int = Field(ge=2)
     dp: DpSettings = DpSettings()
+    perturbation: Perturbation = Perturbation()
+    # A partition the recipient already holds is never published again (later changes are
+    # reported in the manifest, not delivered).
+    freeze: bool = False
     # Event-level datasets this recipient may receive, with the scope of its pseudonyms.
     events: dict[str, PseudonymScope] = Field(default_factory=dict)
     # The gate refuses the release when more than this share of the people of an event dataset
@@ -547,6 +575,18 @@ def load_policy(path: str | Path | Any) -> Policy:
                 problems.append(f"releases.{rname}.events: no dataset {dataset!r} in this policy")
         if not rel.statistics and not rel.events:
             problems.append(f"releases.{rname}: releases nothing (no statistics, no events)")
+        exact = rel.perturbation.method == "none" and not rel.dp.enabled
+        if rel.statistics and exact and not rel.freeze:
+            problems.append(
+                f"releases.{rname}.perturbation: exact counts (method: none) need "
+                "freeze: true, or a day published again (a late export) would tell its "
+                "changes below k; keep method: cell_key, or add freeze: true"
+            )
+        if rel.dp.enabled and rel.dp.budget < rel.dp.epsilon * len(rel.statistics):
+            problems.append(
+                f"releases.{rname}.dp.budget: {rel.dp.budget} is less than one publication "
+                f"costs (epsilon {rel.dp.epsilon} x {len(rel.statistics)} statistic(s))"
+            )
     recipients = [r.recipient for r in raw.releases.values()]
     for dup in sorted({r for r in recipients if recipients.count(r) > 1}):
         problems.append(f"releases: the recipient {dup!r} has more than one release")

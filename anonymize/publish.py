@@ -357,10 +357,12 @@ def build_manifest(
     gate: dict | None = None,
     incremental: dict | None = None,
     ignored: list[tuple[str, str]] | None = None,
+    key_rotation: dict | None = None,
 ) -> dict:
     """The manifest of a run: counts, hashes and ids only, never a data value.
 
-    ``ignored``: the other files of the landing zone, as (path, reason).
+    ``ignored``: the other files of the landing zone, as (path, reason). ``key_rotation``: the
+    key ids before and after, for a run with ``--rekey`` under a new key.
     """
     staged_paths = ("keys_path", "lookup_path")
     inputs = [{k: v for k, v in r.items() if k not in staged_paths} for r in results]
@@ -378,7 +380,7 @@ def build_manifest(
         "software_version": software_version,
         "library_versions": library_versions(),
         "not_for_sharing": development,
-        "key": {"key_id": key_id, "development": development},
+        "key": {"key_id": key_id, "development": development, "rotation": key_rotation},
         "policy": {
             "source": getattr(policy, "source", None),
             "version": getattr(policy, "version", None),

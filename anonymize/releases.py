@@ -43,6 +43,7 @@ import hashlib
 import hmac
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 
 import polars as pl
@@ -52,6 +53,15 @@ from anonymize.contracts import load_output_schema
 from anonymize.identifiers import pseudonym
 from anonymize.keys import KeyRing
 from anonymize.layout import PARQUET_OPTIONS, SHAREABLE
+from anonymize.perturbation import (
+    KeyedStream,
+    PTable,
+    as_unit,
+    key_table,
+    magnitude_key,
+    people_key,
+    rational_scale,
+)
 from anonymize.policy import DominanceRule, Policy, ReleaseSpec
 from anonymize.statistics import OWNER, PERSON, STATISTICS, Statistic
 
@@ -64,6 +74,7 @@ class StatReport:
     suppressed_rows: int = 0
     dominated: int = 0
     dp: dict | None = None
+    perturbation: dict | None = None
 
     def to_dict(self) -> dict:
         out = {
@@ -75,6 +86,8 @@ class StatReport:
         }
         if self.dp:
             out["dp"] = self.dp
+        if self.perturbation:
+            out["perturbation"] = self.perturbation
         return out
 
 
@@ -92,35 +105,40 @@ def _visitor_ids(frame: pl.DataFrame, column: str, keyring: KeyRing) -> pl.DataF
     return pl.concat(out) if out else frame
 
 
-def _bound(frame: pl.DataFrame, who: str, keys: list[str], limit: int) -> pl.DataFrame:
-    """Keep at most ``limit`` rows per person and day (deterministic: by a hash of the row)."""
+def _bound(frame: pl.DataFrame, who: str, keys: list[str], limit: int, period: str) -> pl.DataFrame:
+    """Keep at most ``limit`` rows per person and accounting period (``week`` or ``month``).
+
+    The rows kept are the person's earliest in the period (by day, then by a hash of the row):
+    a new day never changes which rows of the earlier days are kept, so publishing a period
+    day by day spends the person's bound once.
+    """
     h = pl.concat_str([pl.col(c).cast(pl.String).fill_null("") for c in keys]).hash(7)
+    every = "1w" if period == "week" else "1mo"
     return (
-        frame.with_columns(h.alias("__h"))
-        .sort(["date", who, "__h"], nulls_last=True)
-        .with_columns(pl.int_range(pl.len()).over(["date", who]).alias("__n"))
+        frame.with_columns(h.alias("__h"), pl.col("date").dt.truncate(every).alias("__period"))
+        .sort(["__period", who, "date", "__h"], nulls_last=True)
+        .with_columns(pl.int_range(pl.len()).over(["__period", who]).alias("__n"))
         .filter(pl.col("__n") < limit)
-        .drop("__h", "__n")
+        .drop("__h", "__n", "__period")
     )
 
 
-def _laplace(values: list, scale: float, integer: bool) -> list:
-    import opendp.prelude as dp
+def period_of(day: str, period: str) -> str:
+    """The accounting period of an ISO day: ``2026-W48`` or ``2026-11``.
 
-    dp.enable_features("contrib")
-    t = int if integer else float
-    domain = dp.vector_domain(dp.atom_domain(T=t) if integer else dp.atom_domain(T=t, nan=False))
-    mech = dp.m.make_laplace(domain, dp.l1_distance(T=t), scale)
-    return mech([t(v) for v in values]) if values else []
+    >>> period_of("2026-11-30", "week"), period_of("2026-11-30", "month")
+    ('2026-W49', '2026-11')
+    """
+    if period == "month":
+        return day[:7]
+    year, week, _ = date.fromisoformat(day).isocalendar()
+    return f"{year}-W{week:02d}"
 
 
-def dp_select(
-    counts: list[int], scale: float, bound: int, k: int, delta: float
-) -> tuple[list[int | None], int]:
-    """Noisy people counts of the cells that pass OpenDP's Laplace threshold mechanism (None
-    for the others), and its threshold: the smallest one, at least ``k``, such that the
-    mechanism's privacy map at one below it gives at most ``delta`` for a person counted once in
-    up to ``bound`` cells.
+def dp_threshold(scale: float, bound: int, k: int, delta: float) -> int:
+    """The threshold of the Laplace threshold mechanism on the people counts: the smallest one,
+    at least ``k``, such that the mechanism's privacy map at one below it gives at most
+    ``delta`` for a person counted once in up to ``bound`` cells.
 
     The existence of a cell says that someone is in it: only the threshold mechanism, which
     accounts that in delta, makes a published cell of one or two people improbable. The map of
@@ -134,11 +152,9 @@ def dp_select(
     domain = dp.map_domain(dp.atom_domain(T=str), dp.atom_domain(T=int))
     metric = dp.l01inf_distance(dp.absolute_distance(T=int))
 
-    def mech(threshold: int):
-        return dp.m.make_laplace_threshold(domain, metric, scale=scale, threshold=threshold)
-
     def within(threshold: int) -> bool:
-        return mech(threshold - 1).map((bound, bound, 1))[1] <= delta
+        mech = dp.m.make_laplace_threshold(domain, metric, scale=scale, threshold=threshold - 1)
+        return mech.map((bound, bound, 1))[1] <= delta
 
     lo, hi = max(k, 2), max(k, 2) * 2
     while not within(hi):
@@ -149,8 +165,32 @@ def dp_select(
             hi = mid
         else:
             lo = mid + 1
-    released = mech(hi)({str(i): int(c) for i, c in enumerate(counts)}) if counts else {}
-    return [released.get(str(i)) for i in range(len(counts))], hi
+    return hi
+
+
+def keyed_noise(key: bytes, seeds: list[str], scale: float) -> list[int]:
+    """One discrete Laplace draw per seed, from a stream keyed by it: the same seed, the same
+    noise (``perturbation.KeyedStream``)."""
+    exact = rational_scale(scale)
+    return [KeyedStream(key, seed).discrete_laplace(exact) for seed in seeds]
+
+
+def dp_select(
+    counts: list[int],
+    scale: float,
+    bound: int,
+    k: int,
+    delta: float,
+    seeds: list[str],
+    key: bytes,
+) -> tuple[list[int | None], int]:
+    """Noisy people counts of the cells that pass the Laplace threshold mechanism (None for
+    the others), and its threshold (``dp_threshold``). The noise of each cell is keyed by its
+    seed."""  # fmt: skip
+    threshold = dp_threshold(scale, bound, k, delta)
+    noise = keyed_noise(key, seeds, scale)
+    noisy = [c + n for c, n in zip(counts, noise, strict=True)]
+    return [v if v >= threshold else None for v in noisy], threshold
 
 
 def _accuracy(scale: float, integer: bool) -> float:
@@ -190,108 +230,194 @@ def _dominated(
     )
 
 
+def _record_key_table(people: pl.LazyFrame, facts: pl.LazyFrame, keyring: KeyRing) -> pl.DataFrame:
+    """The record keys of every person and owner of a statistic (``perturbation.key_table``)."""
+    ids = (
+        pl.concat([people.select(pl.col(PERSON).alias("__id")),
+                   facts.select(pl.col(OWNER).alias("__id"))])
+        .unique()
+        .collect(engine="streaming")["__id"]
+    )  # fmt: skip
+    keys = (keyring.derive("cellkey/record/a"), keyring.derive("cellkey/record/b"))
+    return key_table(ids, keys, "__id")
+
+
+def _cells(
+    facts: pl.LazyFrame,
+    people: pl.LazyFrame,
+    keys: list[str],
+    measures: tuple[str, ...],
+    table: pl.DataFrame,
+) -> pl.DataFrame:
+    """The true cells: the measures' sums, the people, and what perturbation needs (the
+    largest person's contribution, the cell keys of the people and of each measure)."""
+    per_owner = (
+        facts.group_by([*keys, OWNER])
+        .agg([pl.col(m).sum() for m in measures])
+        .join(table.lazy(), left_on=OWNER, right_on="__id", how="left")
+    )
+    by_measure = per_owner.group_by(keys).agg(
+        *[pl.col(m).sum() for m in measures],
+        *[pl.col(m).max().alias(f"__max_{m}") for m in measures],
+        *[magnitude_key(m).alias(f"__key_{m}") for m in measures],
+    )
+    by_people = (
+        people.join(table.lazy(), left_on=PERSON, right_on="__id", how="left")
+        .group_by(keys)
+        .agg(pl.len().alias("people"), people_key().alias("__key_people"))
+    )
+    return (
+        by_measure.join(by_people, on=keys, how="left", nulls_equal=True)
+        .with_columns(pl.col("people").fill_null(0), pl.col("__key_people").fill_null(0))
+        .sort(keys)
+        .collect(engine="streaming")
+    )
+
+
+def _perturbed(cells: pl.DataFrame, measures: tuple[str, ...], spec) -> pl.DataFrame:
+    """Cells with every count perturbed by the cell key method (``anonymize.perturbation``)."""
+    table = PTable(spec.max_perturbation, spec.sigma)
+    out = [(pl.col("people") + table.lookup(as_unit(pl.col("__key_people")))).alias("people")]
+    for i, m in enumerate(measures, start=1):
+        v = table.lookup(as_unit(pl.col(f"__key_{m}"), i))
+        largest = pl.col(f"__max_{m}").cast(pl.Float64).abs() * spec.magnitude_scale
+        if m == "minutes":
+            out.append((pl.col(m) + v * largest).clip(0).alias(m))
+        else:
+            unit = pl.max_horizontal(pl.lit(1.0), largest.round()).cast(pl.Int64)
+            out.append((pl.col(m) + v * unit).clip(0).alias(m))
+    return cells.with_columns(out)
+
+
+def _noised(
+    cells: pl.DataFrame, stat: str, keys: list[str], release: ReleaseSpec, keyring: KeyRing
+) -> tuple[pl.DataFrame, dict]:
+    """DP cells: the people counts through the keyed threshold mechanism, keyed Laplace noise
+    on the other measures; and the manifest's ``dp`` entry."""
+    settings = release.dp
+    measures = [c for c in cells.columns if not c.startswith("__") and c not in (*keys, "people")]
+    eps = settings.epsilon / (len(measures) + 1)
+    bound = settings.max_rows_per_person
+    noise_key = keyring.derive("dp/noise")
+    where = [repr(row) for row in cells.select(keys).rows()]
+
+    def seeds(measure: str) -> list[str]:
+        digest = cells[f"__key_{measure}"].to_list()
+        return [f"{stat}|{measure}|{w}|{d}" for w, d in zip(where, digest, strict=True)]
+
+    selected, threshold = dp_select(
+        cells["people"].to_list(), bound / eps, bound, release.k, settings.delta,
+        seeds("people"), noise_key,
+    )  # fmt: skip
+    accuracy = {"people": round(_accuracy(bound / eps, True), 3)}
+    noisy = {}
+    for m in measures:
+        scale = bound * (settings.max_minutes if m == "minutes" else 1) / eps
+        if m == "minutes":  # in tenths of a minute, as published
+            drawn = keyed_noise(noise_key, seeds(m), scale * 10)
+            noisy[m] = pl.Series(m, drawn, dtype=pl.Float64) / 10 + cells[m]
+            accuracy[m] = round(_accuracy(scale * 10, True) / 10, 3)
+        else:
+            drawn = keyed_noise(noise_key, seeds(m), scale)
+            noisy[m] = pl.Series(m, drawn, dtype=pl.Int64) + cells[m]
+            accuracy[m] = round(_accuracy(scale, True), 3)
+    # Post-processing (free under DP): counts never below zero.
+    cells = cells.with_columns(
+        pl.Series("people", selected, dtype=pl.Int64), *[v.clip(0) for v in noisy.values()]
+    ).filter(pl.col("people").is_not_null())
+    entry = {
+        "epsilon": settings.epsilon,
+        "epsilon_per_measure": round(eps, 6),
+        "delta": settings.delta,
+        "period": settings.period,
+        "threshold": threshold,
+        "max_rows_per_person": bound,
+        "max_minutes": settings.max_minutes,
+        "accuracy_95": accuracy,
+        "mechanism": "Laplace threshold on the people count (cells below the threshold are not "
+        "published), discrete Laplace noise on the other measures; exact sampler, keyed by the "
+        "cell and its contributions (the same data always gets the same noise)",
+    }
+    return cells, entry
+
+
 def compute_statistic(
     stat: Statistic, scan: Callable[[str], pl.LazyFrame], release: ReleaseSpec, keyring: KeyRing
 ) -> tuple[pl.DataFrame, pl.DataFrame, StatReport]:
-    """Cells and margins of one statistic, suppressed (and noised, with DP on)."""
+    """Cells and margins of one statistic, suppressed and perturbed (or noised, with DP on).
+
+    ``keyring`` is the master key ring: record keys and noise do not depend on the recipient,
+    so two recipients of one cell get the same perturbation and cannot average theirs.
+    """
     hourly = release.granularity == "hour"
     keys = ["date", *(["hour"] if hourly else []), "region", *stat.dims]
     margin_keys = keys[: len(keys) - len(stat.dims)]
     facts_lf, people_lf = stat.build(scan, hourly)
     # Lazy until aggregated (the streaming engine keeps memory bounded on large datasets).
-    people: pl.LazyFrame = people_lf.select([*keys, PERSON])
+    people: pl.LazyFrame = people_lf.select([*keys, PERSON]).filter(pl.col(PERSON).is_not_null())
     facts: pl.LazyFrame = facts_lf.select([*keys, *stat.measures, OWNER])
     if stat.name == "usage_web":  # visitors: a daily keyed hash, never a lasting identifier
         people = _visitor_ids(people.collect(), PERSON, keyring).lazy()
         facts = _visitor_ids(facts.collect(), OWNER, keyring).lazy()
     report = StatReport()
     dp_on = release.dp.enabled
+    people = people.unique()
     if dp_on:
-        # Contribution bounding: the rows charged to a person, the cells a person is counted in,
-        # and the minutes of each row.
-        bound = release.dp.max_rows_per_person
-        facts = _bound(facts.collect(), OWNER, keys, bound).lazy()
-        people = _bound(people.unique().collect(), PERSON, keys, bound).lazy()
+        # Contribution bounding over the accounting period: the rows charged to a person, the
+        # cells a person is counted in, and the minutes of each row.
+        bound, period = release.dp.max_rows_per_person, release.dp.period
+        facts = _bound(facts.collect(), OWNER, keys, bound, period).lazy()
+        people = _bound(people.collect(), PERSON, keys, bound, period).lazy()
         if "minutes" in stat.measures:
             facts = facts.with_columns(pl.col("minutes").clip(0, release.dp.max_minutes))
-    cells = (
-        facts.drop(OWNER)
-        .group_by(keys)
-        .agg([pl.col(m).sum() for m in stat.measures])
-        .join(
-            people.group_by(keys).agg(pl.col(PERSON).n_unique().alias("people")),
-            on=keys, how="left", nulls_equal=True,
-        )
-        .with_columns(pl.col("people").fill_null(0))
-        .sort(keys)
-        .collect(engine="streaming")
-    )  # fmt: skip
+    table = _record_key_table(people, facts, keyring)
+    cells = _cells(facts, people, keys, stat.measures, table)
     report.cells = cells.height
+    perturb = not dp_on and release.perturbation.method == "cell_key"
     if dp_on:
-        n_measures = len(stat.measures) + 1
-        eps = release.dp.epsilon / n_measures
-        bound = release.dp.max_rows_per_person
-        accuracy = {}
-        noisy = {}
-        # Which cells exist: the people counts through the threshold mechanism.
-        selected, threshold = dp_select(
-            cells["people"].to_list(), bound / eps, bound, release.k, release.dp.delta
-        )
-        cells = cells.with_columns(pl.Series("people", selected, dtype=pl.Int64)).filter(
-            pl.col("people").is_not_null()
-        )
-        accuracy["people"] = round(_accuracy(bound / eps, True), 3)
-        for m in stat.measures:
-            sens = bound * (release.dp.max_minutes if m == "minutes" else 1)
-            integer = m != "minutes"
-            scale = sens / eps
-            noisy[m] = _laplace(cells[m].to_list(), scale, integer)
-            accuracy[m] = round(_accuracy(scale, integer), 3)
-        # Post-processing (free under DP): counts are integers, never below zero.
-        cells = cells.with_columns(
-            pl.Series(m, v, dtype=pl.Float64 if m == "minutes" else pl.Int64).clip(0)
-            for m, v in noisy.items()
-        )
-        report.dp = {
-            "epsilon": release.dp.epsilon,
-            "epsilon_per_measure": round(eps, 6),
-            "delta": release.dp.delta,
-            "threshold": threshold,
-            "max_rows_per_person": bound,
-            "max_minutes": release.dp.max_minutes,
-            "accuracy_95": accuracy,
-            "mechanism": "OpenDP Laplace threshold on the people count (cells below the "
-            "threshold are not published), Laplace noise on the other measures",
-        }
+        cells, report.dp = _noised(cells, stat.name, keys, release, keyring)
     keep = pl.col("people") >= release.k
     if "minutes" in stat.measures and release.dominance and not dp_on:
         dominated = _dominated(facts, keys, release.dominance)
         cells = cells.join(dominated, on=keys, how="left", nulls_equal=True)
         report.dominated = cells.filter(keep & pl.col("__dominated").is_not_null()).height
         keep = keep & pl.col("__dominated").is_null()
-        cells = cells.with_columns(keep.alias("__keep")).drop("__dominated")
-        keep = pl.col("__keep")
-    published = cells.filter(keep).drop("__keep", strict=False)
-    suppressed = cells.filter(~keep).drop("__keep", strict=False)
+    cells = cells.with_columns(keep.alias("__keep"))
+    if perturb:  # k applies to the true count and to the published one
+        cells = _perturbed(cells, stat.measures, release.perturbation)
+        cells = cells.with_columns(pl.col("__keep") & (pl.col("people") >= release.k))
+        report.perturbation = PTable(
+            release.perturbation.max_perturbation, release.perturbation.sigma
+        ).describe() | {"magnitude_scale": release.perturbation.magnitude_scale}
+    internal = [c for c in cells.columns if c.startswith("__")]
+    published = cells.filter(pl.col("__keep")).drop(internal)
+    suppressed = cells.filter(~pl.col("__keep"))
     report.published, report.suppressed = published.height, suppressed.height
     first = stat.measures[0]
     report.suppressed_rows = int(suppressed[first].sum() or 0) if not dp_on else 0
     # Margins from the published cells only (see the module docstring).
+    sums = [*[pl.col(m).sum() for m in stat.measures], pl.len().alias("covers")]
     if dp_on:  # sums of noisy cells; a sum of people counts is no count of distinct people
-        margins = published.group_by(margin_keys).agg(
-            *[pl.col(m).sum() for m in stat.measures], pl.len().alias("covers")
-        )
+        margins = published.group_by(margin_keys).agg(*sums)
     else:
         published_people = (
             people.join(published.select(keys).lazy(), on=keys, how="semi", nulls_equal=True)
+            .select([*margin_keys, PERSON])
+            .unique()
+            .join(table.lazy(), left_on=PERSON, right_on="__id", how="left")
             .group_by(margin_keys)
-            .agg(pl.col(PERSON).n_unique().alias("people"))
+            .agg(pl.len().alias("people"), people_key().alias("__key_people"))
             .collect(engine="streaming")
         )
+        if perturb:
+            ptable = PTable(release.perturbation.max_perturbation, release.perturbation.sigma)
+            published_people = published_people.with_columns(
+                pl.col("people") + ptable.lookup(as_unit(pl.col("__key_people")))
+            )
         margins = (
             published.group_by(margin_keys)
-            .agg(*[pl.col(m).sum() for m in stat.measures], pl.len().alias("covers"))
-            .join(published_people, on=margin_keys, how="left")
+            .agg(*sums)
+            .join(published_people.drop("__key_people"), on=margin_keys, how="left")
         )
     margins = margins.sort(margin_keys)
     if "minutes" in stat.measures:
@@ -328,14 +454,15 @@ def _coarsened_and_sorted(frame: pl.DataFrame, precision: float) -> pl.DataFrame
     return frame.sort(order, nulls_last=True, maintain_order=True)
 
 
-def partition_digests(restricted: Path) -> dict[tuple[str, str], str]:
+def partition_digests(restricted: Path, earlier: list[Path] = ()) -> dict[tuple[str, str], str]:
     """(date, region) -> digest of the inputs behind that partition of the staged datasets.
 
-    Taken over the staged files' own input digests, so a partition rebuilt by an incremental run
-    (from every file with rows in it) carries the same digest as one from a clean run.
+    Taken over the staged files' own input digests (and those of ``earlier``, published files
+    a release reads besides), so a partition rebuilt by an incremental run (from every file
+    with rows in it) carries the same digest as one from a clean run.
     """
     found: dict[tuple[str, str], set[str]] = {}
-    for f in Path(restricted).glob("*/date=*/region=*/*.parquet"):
+    for f in [*Path(restricted).glob("*/date=*/region=*/*.parquet"), *earlier]:
         digest = (pq.read_metadata(f).metadata or {}).get(b"cdranon.inputs_digest")
         if digest:
             key = (
@@ -344,6 +471,29 @@ def partition_digests(restricted: Path) -> dict[tuple[str, str], str]:
             )
             found.setdefault(key, set()).add(digest.decode())
     return {k: hashlib.sha256("\n".join(sorted(v)).encode()).hexdigest() for k, v in found.items()}
+
+
+def period_files(
+    restricted: Path, earlier: Path | None, rebuilt: set[str], period: str
+) -> list[Path]:
+    """The published restricted files a DP release reads besides the staged ones: those of the
+    other partitions of every accounting period the run touches (a person's bound is over the
+    whole period), but not of partitions the run rebuilt (their staged rows replace them)."""
+    if earlier is None or not earlier.is_dir():
+        return []
+    staged = {
+        f"{d.name.removeprefix('date=')}/{r.name.removeprefix('region=')}"
+        for d in Path(restricted).glob("*/date=*")
+        for r in d.glob("region=*")
+    }
+    periods = {period_of(k.partition("/")[0], period) for k in staged}
+    out = []
+    for f in sorted(earlier.glob("*/date=*/region=*/*.parquet")):
+        day = f.parent.parent.name.removeprefix("date=")
+        key = f"{day}/{f.parent.name.removeprefix('region=')}"
+        if key not in rebuilt and key not in staged and period_of(day, period) in periods:
+            out.append(f)
+    return out
 
 
 def _with_digest(meta: dict[str, str], digests: dict, day: str, region: str) -> dict[str, str]:
@@ -372,19 +522,34 @@ def _write_partitioned(
 
 
 def stage_release(
-    name: str, release: ReleaseSpec, policy, keyring: KeyRing, staging: Path, meta: dict[str, str]
+    name: str,
+    release: ReleaseSpec,
+    policy,
+    keyring: KeyRing,
+    staging: Path,
+    meta: dict[str, str],
+    earlier: Path | None = None,
+    rebuilt: set[str] | None = None,
 ) -> dict:
     """Compute one release from ``staging/restricted`` into ``staging/shareable/<name>/``.
 
-    Returns the release's manifest entry (counts, suppression, DP budget; never a value).
+    With DP on, the release also reads ``earlier`` (the published ``restricted/``) for the
+    other partitions of the accounting periods the run touches, and writes every partition of
+    those periods: the cells whose data did not change come out byte for byte as published.
+    ``rebuilt`` are the ``date/region`` keys the run rebuilt. Returns the release's manifest
+    entry (counts, suppression, perturbation or DP; never a value).
     """
     staging = Path(staging)
     restricted = staging / "restricted"
     out_root = staging / SHAREABLE / name
     rkeys = keyring.for_release(release.recipient)
+    extra: list[Path] = []
+    if release.dp.enabled and release.statistics:
+        extra = period_files(restricted, earlier, rebuilt or set(), release.dp.period)
 
     def scan(dataset: str) -> pl.LazyFrame:
         files = sorted((restricted / dataset).glob("date=*/region=*/*.parquet"))
+        files += [f for f in extra if f.parent.parent.parent.name == dataset]
         schema = dict(load_output_schema(dataset).polars_schema)
         if not files:
             schema.update({"date": pl.Date, "region": pl.String})
@@ -403,11 +568,11 @@ def stage_release(
         "events": {},
     }
     release_meta = {**meta, "cdranon.release": name, "cdranon.key_id": rkeys.key_id}
-    digests = partition_digests(restricted)
+    digests = partition_digests(restricted, extra)
     total_eps = 0.0
     for stat_name in release.statistics:
         stat = STATISTICS[stat_name]
-        published, margins, report = compute_statistic(stat, scan, release, rkeys)
+        published, margins, report = compute_statistic(stat, scan, release, keyring)
         m = {**release_meta, "cdranon.dataset": stat_name, "cdranon.k": str(release.k)}
         _write_partitioned(published, out_root / stat_name, m, digests)
         _write_partitioned(margins, out_root / f"{stat_name}_totals", m, digests)
@@ -417,7 +582,9 @@ def stage_release(
     if release.dp.enabled:
         entry["dp"] = {
             "epsilon_total": total_eps,
-            "composition": "sequential over statistics; parallel over cells",
+            "period": release.dp.period,
+            "composition": "sequential over statistics; each person bounded over the period",
+            "partitions_read_besides": len(extra),
         }
     for dataset, scope in release.events.items():
         cols = pseudonym_columns(policy, dataset)
@@ -466,15 +633,20 @@ def stage_releases(
     keyring: KeyRing,
     staging: Path,
     input_sha256s: list[str],
+    earlier: Path | None = None,
+    rebuilt: set[str] | None = None,
 ) -> dict[str, dict]:
     """Compute the selected releases (all of the policy's when ``names`` is None) into staging.
 
-    Returns the manifest entry of each release: counts of cells, published and suppressed, the
-    DP budget, key ids; never a value.
+    ``earlier`` and ``rebuilt``: see ``stage_release``. Returns the manifest entry of each
+    release: counts of cells, published and suppressed, perturbation, the DP budget, key ids;
+    never a value.
     """
     meta = release_metadata(policy, keyring, input_sha256s)
     chosen = list(policy.releases) if names is None else names
     return {
-        name: stage_release(name, policy.releases[name], policy, keyring, staging, meta)
+        name: stage_release(
+            name, policy.releases[name], policy, keyring, staging, meta, earlier, rebuilt
+        )
         for name in chosen
     }

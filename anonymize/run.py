@@ -36,6 +36,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_vali
 
 from anonymize import __version__
 from anonymize.canaries import canary_key
+from anonymize.deliveries import Deliveries, account
 from anonymize.errors import (
     CdranonError,
     RunRefused,
@@ -46,7 +47,7 @@ from anonymize.errors import (
 )
 from anonymize.gate import run_gate, withhold_findings
 from anonymize.keys import KeyRing
-from anonymize.layout import QUARANTINE, STAGING, PlannedFile, survey
+from anonymize.layout import QUARANTINE, STAGING, PlannedFile, partition_key, survey
 from anonymize.ledger import IncrementalBatch, Ledger, Scope
 from anonymize.operators import REGION_NAME
 from anonymize.plan import plan_inputs, priority_groups
@@ -54,6 +55,7 @@ from anonymize.policy import DEFAULT_POLICY, Policy, load_policy
 from anonymize.publish import (
     RunLock,
     build_manifest,
+    current_version,
     new_run_id,
     owner_only,
     publish_partitions,
@@ -94,6 +96,8 @@ class RunParams(BaseModel):
     date_from: date | None = None
     date_to: date | None = None
     reprocess: bool = False
+    # Rotate the master key: rebuild every partition from the landing zone under this run's key.
+    rekey: bool = False
 
     @model_validator(mode="after")
     def _dates_in_order(self) -> RunParams:
@@ -369,6 +373,8 @@ class _Outcome:
     reason: str | None = None
     batch: IncrementalBatch | None = None
     files_read: int = 0
+    deliveries: dict[str, dict] = field(default_factory=dict)  # what to record on publication
+    key_rotation: dict | None = None
     ignored: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
 
 
@@ -387,6 +393,7 @@ class Run:
     sources: frozenset[str] | None = None
     executor: Executor = field(default_factory=Executor)
     progress: Progress = field(default_factory=Progress)
+    rekey: bool = False
 
     @classmethod
     def from_params(cls, params: RunParams, policy: Policy, keyring: KeyRing, **kw: Any) -> Run:
@@ -395,11 +402,14 @@ class Run:
             params.landing, params.out, policy, keyring,
             releases=None if params.release is None else [params.release],
             scope=params.scope(), reprocess=params.reprocess,
-            sources=frozenset(params.sources) if params.sources else None, **kw,
+            sources=frozenset(params.sources) if params.sources else None,
+            rekey=params.rekey, **kw,
         )  # fmt: skip
 
     def __post_init__(self) -> None:
         self.landing, self.out = Path(self.landing), Path(self.out)
+        if self.rekey:  # every partition is rebuilt under the new key
+            self.reprocess = True
         self.staging = self.out / STAGING / self.run_id
         self.quarantine = self.out / QUARANTINE / self.run_id
 
@@ -421,10 +431,13 @@ class Run:
         # inside the landing zone, another run holding the root. A lock left by a dead run is
         # taken over, and what that run left half-published is put back first.
         self.check_paths()
+        previous_key = self.check_key()
         lock = RunLock(self.out, self.run_id).acquire()
         if lock.recovered:
             log.warning("restored %d partition(s) left by an interrupted run", len(lock.recovered))
         done = _Outcome()
+        if previous_key and previous_key != self.keyring.key_id:
+            done.key_rotation = {"from": previous_key, "to": self.keyring.key_id}
         try:
             self._sequence(done, log)
             self.progress.report("done", 1, 1)
@@ -458,6 +471,31 @@ class Run:
         except OSError as exc:
             raise RunRefused(describe_os_error(exc, "write to")) from None
 
+    def check_key(self) -> str | None:
+        """Refuse (RunRefused) a key other than the one the output root was published with,
+        unless the run rotates keys (``rekey``); return the published key's id."""
+        try:
+            published = Ledger.load(self.out).key_id
+        except CdranonError:
+            return None  # a damaged ledger: the run stops on it with its own message
+        if self.rekey:
+            scoped = self.scope != Scope() or self.sources is not None or self.releases
+            if scoped:
+                raise RunRefused(
+                    "--rekey rebuilds every partition and release under the new key; run it "
+                    "without --region, --date-from, --date-to, --source and --release"
+                )
+            return published
+        if published and published != self.keyring.key_id:
+            raise RunRefused(
+                f"the output root was published with the key {published}, and this run has "
+                f"the key {self.keyring.key_id}: pseudonyms of two keys never link, so one "
+                f"output cannot mix them. Run with the key {published}, or rotate to the new "
+                "key with --rekey (it rebuilds every partition from the landing zone; a "
+                "partition whose input files are gone is dropped)"
+            )
+        return published
+
     def _sequence(self, done: _Outcome, log: logging.Logger | logging.LoggerAdapter) -> None:
         planned, done.ignored = self.executor.step("discover", self._plan)
         for path, reason in done.ignored:
@@ -489,7 +527,12 @@ class Run:
             self.progress.report("release", 0, 1)
             withheld, done.results = self.executor.step("withhold", self._withhold, done.results)
             shas = [r["sha256"] for r in done.results if r["status"] == "processed" and r["sha256"]]
-            done.releases = self.executor.step("release", self._release, shas)
+            done.releases = self.executor.step(
+                "release", self._release, shas, sorted(batch.affected)
+            )
+            done.releases, done.deliveries = self.executor.step(
+                "account", self._account, done.releases
+            )
             self.progress.report("gate", 0, 1)
             done.gate = self.executor.step("privacy-gate", self._gate, withheld)
             if done.gate["verdict"] != "pass":
@@ -500,8 +543,12 @@ class Run:
                 )
                 return
             self.progress.report("publish", 0, 1)
+            replaceable = [
+                name for name, e in done.releases.items()
+                if "refused" not in e and not self.policy.releases[name].freeze
+            ]  # fmt: skip
             done.published = self.executor.step(
-                "publish", self._publish, sorted(batch.affected), list(done.releases)
+                "publish", self._publish, sorted(batch.affected), replaceable, done.deliveries
             )
             self._commit(batch, done.results)
             done.status = "published"
@@ -541,11 +588,13 @@ class Run:
             log.warning("gate: %d row(s) of %s withheld (%s)", entry["rows"], dataset, where)
         return withheld, results
 
-    def _release(self, input_sha256s: list[str]) -> dict[str, dict]:
+    def _release(self, input_sha256s: list[str], affected: list[str]) -> dict[str, dict]:
         """Compute the releases (statistics, re-keyed events) from the staged datasets."""
+        old = current_version(self.out)
         entries = stage_releases(
-            self.releases, self.policy, self.keyring, self.staging, input_sha256s
-        )
+            self.releases, self.policy, self.keyring, self.staging, input_sha256s,
+            earlier=old / "restricted" if old else None, rebuilt=set(affected),
+        )  # fmt: skip
         log = self.executor.logger()
         for name, entry in entries.items():
             for stat, rep in entry["statistics"].items():
@@ -554,6 +603,23 @@ class Run:
                     name, stat, rep["published"], rep["suppressed"], entry["k"],
                 )  # fmt: skip
         return entries
+
+    def _account(self, entries: dict[str, dict]) -> tuple[dict[str, dict], dict[str, dict]]:
+        """Freeze and privacy budget against what each recipient already holds."""
+        entries, pending = account(
+            self.staging, self.policy, entries, Deliveries.load(self.out), current_version(self.out)
+        )
+        log = self.executor.logger()
+        for name, entry in entries.items():
+            if "refused" in entry:
+                log.warning("release %s not published: %s", name, entry["refused"])
+            frozen = entry.get("delivery", {}).get("frozen", [])
+            if frozen:
+                log.warning(
+                    "release %s: %d partition(s) the recipient holds changed and stay as "
+                    "delivered (freeze)", name, len(frozen),
+                )  # fmt: skip
+        return entries, pending
 
     def _gate(self, withheld: dict) -> dict:
         """Scan everything staged for canaries and detectors; findings never carry a value."""
@@ -569,9 +635,22 @@ class Run:
         )
         return gate
 
-    def _publish(self, affected: list[str], releases: list[str]) -> list[str]:
+    def _publish(
+        self, affected: list[str], releases: list[str], deliveries: dict[str, dict]
+    ) -> list[str]:
+        replace = set(affected)
+        old = current_version(self.out)
+        if self.rekey and old is not None:  # nothing of the old key stays
+            replace |= {
+                partition_key(p.relative_to(old).as_posix())
+                for p in old.glob("restricted/*/date=*/region=*")
+            }
+        # Charged and recorded before the swap: a crash in between over-charges, never under.
+        ledger = Deliveries.load(self.out)
+        ledger.record(deliveries, self.run_id)
+        ledger.save(self.out)
         published = publish_partitions(
-            self.staging, self.out, self.run_id, replace=set(affected), releases=releases
+            self.staging, self.out, self.run_id, replace=replace, releases=releases
         )
         self.executor.logger().info("published %d partition(s)", len(published))
         return published
@@ -580,6 +659,7 @@ class Run:
 
     def _commit(self, batch: IncrementalBatch, results: list[dict]) -> None:
         batch.commit(results, self.run_id)
+        batch.ledger.key_id = self.keyring.key_id
         batch.ledger.save(self.out)
 
     def _incremental(self, batch: IncrementalBatch | None) -> dict:
@@ -621,6 +701,7 @@ class Run:
             releases=done.releases,
             gate=done.gate,
             incremental=self._incremental(done.batch),
+            key_rotation=done.key_rotation,
             ignored=done.ignored,
         )
         manifest_path: Path | None = None

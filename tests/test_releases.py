@@ -4,6 +4,7 @@ and every reader on the published statistics."""
 from __future__ import annotations
 
 import itertools
+import os
 import shutil
 from datetime import date, datetime
 from pathlib import Path
@@ -14,12 +15,15 @@ import yaml
 
 from anonymize.contracts import load_output_schema
 from anonymize.keys import KeyRing
-from anonymize.policy import DEFAULT_POLICY, DpSettings, ReleaseSpec, load_policy
+from anonymize.policy import DEFAULT_POLICY, DpSettings, Perturbation, ReleaseSpec, load_policy
 from anonymize.releases import compute_statistic, pseudonym_columns
 from anonymize.run import run_local
 from anonymize.statistics import STATISTICS
 from anonymize.synth import generate_lync
 from tests.conftest import SAMPLE
+
+# Exact counts, for the tests of suppression (a release like this must freeze delivered days).
+EXACT = {"perturbation": Perturbation(method="none"), "freeze": True}
 
 
 def _sessions_frame(rows: list[dict]) -> pl.DataFrame:
@@ -63,7 +67,7 @@ def test_many_rows_from_few_people_are_suppressed():
     rows += [
         _session(f"u-{i:03d}", f"u-{i + 100:03d}", modalities=["im"]) for i in range(12)
     ]  # 12 chats, 12 callers
-    release = ReleaseSpec(recipient="r", statistics=("usage_sessions",), k=10)
+    release = ReleaseSpec(recipient="r", statistics=("usage_sessions",), k=10, **EXACT)
     cells, margins, report = compute_statistic(
         STATISTICS["usage_sessions"], _scan({"lync_sessions": _sessions_frame(rows)}), release,
         KeyRing.development(),
@@ -75,7 +79,7 @@ def test_many_rows_from_few_people_are_suppressed():
 
 
 def _usage_sessions(rows: list[dict], **release) -> tuple[pl.DataFrame, object]:
-    spec = ReleaseSpec(recipient="r", statistics=("usage_sessions",), k=10, **release)
+    spec = ReleaseSpec(recipient="r", statistics=("usage_sessions",), k=10, **EXACT, **release)
     cells, _, report = compute_statistic(
         STATISTICS["usage_sessions"], _scan({"lync_sessions": _sessions_frame(rows)}), spec,
         KeyRing.development(),
@@ -180,7 +184,7 @@ def test_the_subtraction_test_catches_margins_of_all_cells(sample_release):
     out, _ = sample_release
     sessions = pl.read_parquet(out / "restricted" / "lync_sessions" / "**" / "*.parquet",
                                hive_partitioning=True)  # fmt: skip
-    release = ReleaseSpec(recipient="partner", statistics=("usage_sessions",), k=10)
+    release = ReleaseSpec(recipient="partner", statistics=("usage_sessions",), k=10, **EXACT)
     cells, _, report = compute_statistic(
         STATISTICS["usage_sessions"], _scan({"lync_sessions": sessions}), release,
         KeyRing.development().for_release("partner"),
@@ -207,7 +211,7 @@ def test_dp_counts_are_off_by_about_the_reported_accuracy():
             rows.append(_session(f"u-{cell}-{p}", f"u-x{cell}-{p}", modalities=mod,
                                  from_client=client, minutes=5.0))  # fmt: skip
     frame = _sessions_frame(rows)
-    exact_rel = ReleaseSpec(recipient="r", statistics=("usage_sessions",), k=2)
+    exact_rel = ReleaseSpec(recipient="r", statistics=("usage_sessions",), k=2, **EXACT)
     exact, _, _ = compute_statistic(STATISTICS["usage_sessions"], _scan({"lync_sessions": frame}),
                                     exact_rel, KeyRing.development())  # fmt: skip
     dp_rel = ReleaseSpec(
@@ -217,10 +221,10 @@ def test_dp_counts_are_off_by_about_the_reported_accuracy():
     keys = ["date", "region", "modality", "client", "outcome", "route"]
     errors = []
     accuracy = None
-    for _ in range(40):  # every run draws fresh noise
+    for _ in range(40):  # the noise is keyed: another key, another draw
         noisy, _, report = compute_statistic(
             STATISTICS["usage_sessions"], _scan({"lync_sessions": frame}), dp_rel,
-            KeyRing.development(),
+            KeyRing(os.urandom(32)),
         )  # fmt: skip
         accuracy = report.dp["accuracy_95"]["sessions"]
         joined = noisy.join(exact, on=keys, suffix="_exact")
@@ -241,12 +245,14 @@ def test_dp_cells_of_one_person_appear_at_most_at_the_promised_rate():
     from anonymize.releases import dp_select
 
     delta, trials = 1e-3, 100_000
-    released, threshold = dp_select([1] * trials, scale=1.0, bound=1, k=2, delta=delta)
+    seeds = [str(i) for i in range(trials)]
+    key = os.urandom(32)
+    released, threshold = dp_select([1] * trials, 1.0, 1, 2, delta, seeds, key)
     shown = sum(v is not None for v in released)
     assert threshold > 2
     assert shown / trials <= delta * 1.2  # binomial noise around a rate of at most delta
     # A cell of many people is published, its noisy count near the truth.
-    (big,), _ = dp_select([500], scale=1.0, bound=1, k=2, delta=delta)
+    (big,), _ = dp_select([500], 1.0, 1, 2, delta, ["big"], key)
     assert big is not None
     assert abs(big - 500) < 20
     # Through a release: 300 cells of one or two callers, none published.
@@ -493,7 +499,9 @@ def test_an_hourly_release_has_an_hour_dimension_and_conferences_count_as_sessio
         } for i in range(12)],
         schema=conf_schema,
     )  # fmt: skip
-    release = ReleaseSpec(recipient="r", statistics=("usage_sessions",), k=5, granularity="hour")
+    release = ReleaseSpec(
+        recipient="r", statistics=("usage_sessions",), k=5, granularity="hour", **EXACT
+    )
     cells, margins, _ = compute_statistic(
         STATISTICS["usage_sessions"],
         _scan({"lync_sessions": _sessions_frame(rows), "lync_conference_sessions": conf}),
