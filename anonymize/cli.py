@@ -74,8 +74,11 @@ def _params(**kwargs: object) -> RunParams:
             )
             raise CdranonError(f"bad parameter: {problems}") from None
         params.check(loaded)
-        # Refuse before starting Prefect or writing anything when there is no usable key.
-        load_keyring(params, loaded)
+        # Refuse before starting Prefect or writing anything when there is no usable key, or
+        # a key other than the one the output root was published with.
+        from anonymize.run import Run
+
+        Run.from_params(params, loaded, load_keyring(params, loaded)).check_key()
     except CdranonError as exc:
         _fail(EXIT_REFUSED_TO_START, str(exc))
     return params
@@ -121,6 +124,15 @@ def run(
             "in the landing zone, not only what is new.",
         ),
     ] = False,
+    rekey: Annotated[
+        bool,
+        typer.Option(
+            "--rekey",
+            help="Rotate the master key: rebuild every partition and release from the landing "
+            "zone under this run's key (a run with another key than the published one is "
+            "refused without it).",
+        ),
+    ] = False,
     dask_address: Annotated[
         str | None,
         typer.Option(
@@ -154,6 +166,7 @@ def run(
         date_from=date_from,
         date_to=date_to,
         reprocess=reprocess,
+        rekey=rekey,
     )
     from flows.nightly import flow_for
 

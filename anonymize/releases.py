@@ -521,6 +521,25 @@ def _write_partitioned(
     return written
 
 
+def restricted_scanner(restricted: Path, extra: list[Path] = ()) -> Callable[[str], pl.LazyFrame]:
+    """``dataset`` -> a lazy scan of its partitions under ``restricted`` (and of the ``extra``
+    files of that dataset), with ``date`` and ``region``; empty, typed, when it has none."""
+
+    def scan(dataset: str) -> pl.LazyFrame:
+        files = sorted((Path(restricted) / dataset).glob("date=*/region=*/*.parquet"))
+        files += [f for f in extra if f.parent.parent.parent.name == dataset]
+        schema = dict(load_output_schema(dataset).polars_schema)
+        if not files:
+            schema.update({"date": pl.Date, "region": pl.String})
+            return pl.LazyFrame(schema=schema)
+        return pl.scan_parquet(
+            files, hive_partitioning=True,
+            hive_schema={"date": pl.Date, "region": pl.String}, schema=None,
+        )  # fmt: skip
+
+    return scan
+
+
 def stage_release(
     name: str,
     release: ReleaseSpec,
@@ -547,18 +566,7 @@ def stage_release(
     if release.dp.enabled and release.statistics:
         extra = period_files(restricted, earlier, rebuilt or set(), release.dp.period)
 
-    def scan(dataset: str) -> pl.LazyFrame:
-        files = sorted((restricted / dataset).glob("date=*/region=*/*.parquet"))
-        files += [f for f in extra if f.parent.parent.parent.name == dataset]
-        schema = dict(load_output_schema(dataset).polars_schema)
-        if not files:
-            schema.update({"date": pl.Date, "region": pl.String})
-            return pl.LazyFrame(schema=schema)
-        return pl.scan_parquet(
-            files, hive_partitioning=True,
-            hive_schema={"date": pl.Date, "region": pl.String}, schema=None,
-        )  # fmt: skip
-
+    scan = restricted_scanner(restricted, extra)
     entry: dict = {
         "recipient": release.recipient,
         "key_id": rkeys.key_id,

@@ -100,6 +100,7 @@ def render_markdown(manifest: dict) -> str:
              for s, r in entry["statistics"].items()],
         )  # fmt: skip
         lines.append("")
+        lines += _release_over_time(entry)
     curve = manifest.get("unicity", {})
     if curve:
         lines += ["## Unicity of the restricted sessions (latest day)", ""]
@@ -115,6 +116,29 @@ def render_markdown(manifest: dict) -> str:
          for r in manifest["inputs"]],
     )  # fmt: skip
     return "\n".join(lines) + "\n"
+
+
+def _release_over_time(entry: dict) -> list[str]:
+    """What a release's recipient was given this run: refusal, frozen partitions, budget."""
+    lines = []
+    if entry.get("refused"):
+        lines += [f"**Not published:** {entry['refused']}.", ""]
+    delivery = entry.get("delivery")
+    if delivery:
+        lines += [
+            f"Delivered files: {delivery['new']} new, {delivery['changed']} changed, "
+            f"{delivery['unchanged']} unchanged; {len(delivery['frozen'])} frozen partition(s) "
+            "kept as the recipient holds them.",
+            "",
+        ]
+    if entry.get("budget"):
+        lines += _markdown_table(
+            ["period", "spent before", "charged", "spent", "budget", "remaining"],
+            [[p, b["spent_before"], b["charged"], b["spent"], b["budget"], b["remaining"]]
+             for p, b in entry["budget"].items()],
+        )  # fmt: skip
+        lines.append("")
+    return lines
 
 
 def _svg(fig) -> str:

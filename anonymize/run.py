@@ -753,6 +753,7 @@ def run_local(
     scope: Scope | None = None,
     reprocess: bool = False,
     sources: frozenset[str] | None = None,
+    rekey: bool = False,
 ) -> tuple[list[FileResult], list[str]]:
     """Run in this process, without Prefect; return the file results and published partitions.
 
@@ -763,7 +764,7 @@ def run_local(
     """
     summary = Run(
         landing, out, policy, keyring, run_id, releases,
-        scope or Scope(), reprocess, sources,
+        scope or Scope(), reprocess, sources, rekey=rekey,
     ).execute()  # fmt: skip
     if report is not None:
         report.update(

@@ -57,7 +57,7 @@ def deployments(
     )
     adhoc = cdranon_run.to_deployment(
         name="adhoc",
-        description="On demand: pass params (landing, out, reprocess, date_from/date_to, "
+        description="On demand: pass params (landing, out, reprocess, rekey, date_from/date_to, "
         "regions, sources, release) with prefect deployment run --param.",
         **common,
     )

@@ -55,6 +55,24 @@ def test_run_with_a_bad_parameter_writes_nothing(sample_landing, tmp_path, extra
     assert not out.exists()
 
 
+def test_a_run_with_another_key_than_the_published_one_exits_2_before_starting(
+    monkeypatch, sample_landing, tmp_path
+):
+    from anonymize.keys import KeyRing
+    from anonymize.ledger import Ledger
+    from tests.conftest import TEST_KEY
+
+    out = tmp_path / "out"
+    Ledger(key_id=KeyRing.development().key_id).save(out.mkdir() or out)
+    before = sorted((p.name, p.stat().st_mtime_ns) for p in out.iterdir())
+    monkeypatch.setenv(ENV_VAR, TEST_KEY)
+    result = runner.invoke(app, ["run", "--landing", str(sample_landing), "--out", str(out)])
+    assert result.exit_code == EXIT_REFUSED_TO_START
+    assert KeyRing.development().key_id in result.output
+    assert "--rekey" in result.output
+    assert sorted((p.name, p.stat().st_mtime_ns) for p in out.iterdir()) == before
+
+
 def test_serve_without_a_server_says_how_to_start_one(monkeypatch, sample_landing, tmp_path):
     monkeypatch.delenv("PREFECT_API_URL", raising=False)
     args = ["serve", "--landing", str(sample_landing), "--out", str(tmp_path / "o"), "--dev-key"]
