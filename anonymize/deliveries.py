@@ -2,16 +2,16 @@
 
 The delivery ledger (``<out>/_deliveries.json``, restricted like the rest of the output root's
 state) records, per recipient, every shareable file ever published to it (its path in the
-release and the SHA-256 of each version: hashes, never values) and, for releases with
+release and a SHA-256 of the columns and values of each version: hashes, never values) and, for releases with
 differential privacy, the epsilon charged per accounting period. A recipient keeps every
 version it was given, so the checks of a new publication run against all of them:
 
 - **Freeze** (``freeze: true``): a partition the recipient holds is never published again with
-  other bytes; the new version stays in the restricted data and the manifest lists it.
+  other values; the new version stays in the restricted data and the manifest lists it.
 - **Budget** (DP): the first publication of a period charges epsilon per statistic; a later
-  one charges it again when it would give the recipient a file it holds with other bytes (new
-  noise for changed data), never for the same bytes (the noise is keyed: the same data gives
-  the same file) nor for the new days of a period already charged (each person's rows are
+  one charges it again when it would give the recipient a file it holds with other values (new
+  noise for changed data), never for the same values (the noise is keyed: the same data gives
+  the same values) nor for the new days of a period already charged (each person's rows are
   bounded over the whole period). A publication that would take the period's spend above the
   policy's ``budget`` is not made: that release keeps its published version, the run says so.
 
@@ -28,6 +28,8 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import polars as pl
+
 from anonymize.errors import InputError
 from anonymize.layout import SHAREABLE, write_atomically
 from anonymize.releases import period_of
@@ -36,18 +38,18 @@ DELIVERIES = "_deliveries.json"
 DELIVERIES_VERSION = 1
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+def content_digest(path: Path) -> str:
+    """SHA-256 of what a file tells its reader: its columns and values (as CSV text), not its
+    bytes, so a new policy version or software version in the metadata is no new delivery."""
+    return hashlib.sha256(pl.read_parquet(path).write_csv().encode()).hexdigest()
 
 
 def release_files(root: Path) -> dict[str, str]:
-    """``<dataset>/date=D/region=R/<file>`` -> SHA-256, for the files of one release folder."""
+    """``<dataset>/date=D/region=R/<file>`` -> content digest, for one release folder."""
     root = Path(root)
-    return {f.relative_to(root).as_posix(): _sha256(f) for f in sorted(root.rglob("*.parquet"))}
+    return {
+        f.relative_to(root).as_posix(): content_digest(f) for f in sorted(root.rglob("*.parquet"))
+    }
 
 
 def _day(rel: str) -> str:
