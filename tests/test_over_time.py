@@ -77,7 +77,7 @@ def late_export(tmp_path_factory, policy, dev_keyring):
     """One day published, then 3 % of its sessions arrive late and the day is republished."""
     root = tmp_path_factory.mktemp("late")
     landing, out = root / "landing", root / "out"
-    generate_lync(landing, seed=5, rows=12000, days=1, people=500, voip=False)
+    generate_lync(landing, seed=5, rows=40000, days=1, people=2000, voip=False)
     folder, late = _split_late(landing, 0.03)
     _run(landing, out, policy, dev_keyring, "v1")
     (folder / "SessionDetailsView-late.csv").write_text(late)
@@ -103,7 +103,7 @@ def test_differencing_two_versions_of_a_day_does_not_tell_the_late_rows(late_exp
     both = seen.join(true, on=KEYS)
     small = both.filter(pl.col("true").is_between(1, k - 1))
     # The experiment has what the issue measured: many cells changed by fewer than k people.
-    assert small.height >= 20, small.height
+    assert small.height >= 40, small.height
     exact = small.filter(pl.col("seen") == pl.col("true")).height
     # Two independent perturbations agree with the probability sum(p(v)^2) (0.195 for the
     # default table): the recipient cannot tell which differences, if any, are exact.
