@@ -599,3 +599,168 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+# --- data-subject requests --------------------------------------------------------------------
+
+subject_app = typer.Typer(help="Answer a data-subject access request.", no_args_is_help=True)
+app.add_typer(subject_app, name="subject")
+
+
+def _subject_context(policy: Path | None, dev_key: bool):
+    """The policy and the key of an output root's requests (exit 2 when there is none)."""
+    from anonymize.keys import KeyRing
+    from anonymize.policy import DEFAULT_POLICY, load_policy
+
+    try:
+        loaded = load_policy(policy or DEFAULT_POLICY)
+        keyring = KeyRing.load(dev_key=dev_key, secret_name=loaded.key.prefect_secret)
+    except CdranonError as exc:
+        _fail(EXIT_REFUSED_TO_START, str(exc))
+    return loaded, keyring
+
+
+IdOption = Annotated[
+    list[str],
+    typer.Option(
+        "--id",
+        help="An identifier of the person as they give it: SIP address, email, phone number in "
+        "any form, Connect login. Repeat for each one.",
+    ),
+]
+
+
+@app.command()
+def forget(
+    out: OutOption,
+    ident: IdOption,
+    reason: Annotated[
+        str,
+        typer.Option(
+            help="erasure: out of restricted and shareable data; opt-out: out of what "
+            "recipients receive only."
+        ),
+    ] = "erasure",
+    apply: Annotated[
+        bool,
+        typer.Option("--apply", help="Apply it now (a run without Prefect over --landing)."),
+    ] = False,
+    landing: Annotated[Path | None, typer.Option(help="The landing zone, for --apply.")] = None,
+    policy: PolicyOption = None,
+    dev_key: DevKeyOption = False,
+) -> None:
+    """Record an erasure or opt-out request: only the person's pseudonyms are kept.
+
+    The next run (or --apply) rebuilds every published partition that holds them, and every
+    later run drops their rows as it reads its inputs. Prints the request id.
+    """
+    from anonymize.ledger import Ledger
+    from anonymize.subjects import Subjects, pseudonyms_of
+
+    if reason not in ("erasure", "opt-out"):
+        _fail(EXIT_REFUSED_TO_START, f"--reason is erasure or opt-out, not {safe_text(reason)}")
+    if apply and landing is None:
+        _fail(EXIT_REFUSED_TO_START, "--apply needs --landing (the run reads the landing zone)")
+    loaded, keyring = _subject_context(policy, dev_key)
+    try:
+        published_key = Ledger.load(out).key_id
+        subjects = Subjects.load(out)
+    except CdranonError as exc:
+        _fail(EXIT_REFUSED_TO_START, str(exc))
+    if published_key and published_key != keyring.key_id:
+        _fail(
+            EXIT_REFUSED_TO_START,
+            f"the output root is published with the key {published_key}, not "
+            f"{keyring.key_id}: pseudonyms under another key would find no one",
+        )
+    pseudonyms = [p for i in ident for p in pseudonyms_of(i, keyring, loaded)]
+    request = subjects.add(pseudonyms, reason, keyring.key_id)  # type: ignore[arg-type]
+    subjects.save(out)
+    out_console.print(
+        f"request {request['id']} ({reason}): {len(ident)} identifier(s), "
+        f"{len(request['pseudonyms'])} pseudonym(s) recorded; the next run applies it"
+    )
+    if apply:
+        from anonymize.run import run_local
+
+        report: dict = {}
+        run_local(landing, out, policy=loaded, keyring=keyring,  # type: ignore[arg-type]
+                  run_id=_new_run_id(), report=report)  # fmt: skip
+        out_console.print(f"run: {report['status']}" + (
+            f" ({report['reason']})" if report["reason"] else ""))  # fmt: skip
+        if report["status"] != "published":
+            _fail(EXIT_NOT_PUBLISHED, "the request is recorded but not applied yet")
+
+
+def _new_run_id() -> str:
+    from anonymize.publish import new_run_id
+
+    return new_run_id()
+
+
+@app.command()
+def subjects(
+    out: OutOption,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="One JSON document on stdout, for scripts.")
+    ] = False,
+) -> None:
+    """List the data-subject requests of an output root and their state (no identifier)."""
+    import json
+
+    from rich.table import Table
+
+    from anonymize.subjects import Subjects
+
+    try:
+        requests = Subjects.load(out).requests
+    except CdranonError as exc:
+        _fail(EXIT_REFUSED_TO_START, str(exc))
+    rows = [
+        {k: r[k] for k in ("id", "reason", "received", "state", "applied_by", "key_id")}
+        | {"pseudonyms": len(r["pseudonyms"]), "partitions": len(r["partitions"])}
+        for r in requests
+    ]
+    if as_json:
+        typer.echo(json.dumps({"requests": rows}, indent=1))
+        return
+    table = Table("request", "reason", "received", "state", "applied by", "partitions")
+    for r in rows:
+        table.add_row(r["id"], r["reason"], r["received"], r["state"], r["applied_by"] or "-",
+                      str(r["partitions"]))  # fmt: skip
+    out_console.print(table)
+
+
+@subject_app.command("export")
+def subject_export(
+    out: OutOption,
+    ident: IdOption,
+    dest: Annotated[Path, typer.Option(help="The folder to write the person's rows to.")],
+    fmt: Annotated[str, typer.Option("--format", help="parquet or csv.")] = "parquet",
+    include_quarantine: Annotated[
+        bool,
+        typer.Option(
+            "--include-quarantine", help="Also the person's raw rows held in the quarantine."
+        ),
+    ] = False,
+    policy: PolicyOption = None,
+    dev_key: DevKeyOption = False,
+) -> None:
+    """Write every row of a person in restricted/ (by pseudonym) to DEST, one file per
+    dataset, for the provider to answer an access request. DEST holds personal data."""
+    from anonymize.publish import current_version
+    from anonymize.subjects import export, pseudonyms_of
+
+    if fmt not in ("parquet", "csv"):
+        _fail(EXIT_REFUSED_TO_START, f"--format is parquet or csv, not {safe_text(fmt)}")
+    loaded, keyring = _subject_context(policy, dev_key)
+    published = current_version(out)
+    if published is None:
+        _fail(EXIT_REFUSED_TO_START, f"nothing is published under {safe_text(str(out))}")
+    pseudonyms = frozenset(p for i in ident for p in pseudonyms_of(i, keyring, loaded))
+    counts = export(out, published / "restricted", loaded, keyring, pseudonyms, dest,
+                    fmt, include_quarantine)  # type: ignore[arg-type]  # fmt: skip
+    for name, n in sorted(counts.items()):
+        out_console.print(f"{dest / name}: {n} row(s)")
+    if not counts:
+        out_console.print("no row of this person is published")

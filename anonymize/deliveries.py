@@ -2,9 +2,10 @@
 
 The delivery ledger (``<out>/_deliveries.json``, restricted like the rest of the output root's
 state) records, per recipient, every shareable file ever published to it (its path in the
-release and a SHA-256 of the columns and values of each version: hashes, never values) and, for releases with
-differential privacy, the epsilon charged per accounting period. A recipient keeps every
-version it was given, so the checks of a new publication run against all of them:
+release and a SHA-256 of the columns and values of each version: hashes, never values) and,
+for releases with differential privacy, the epsilon charged per accounting period. A
+recipient keeps every version it was given, so the checks of a new publication run against
+all of them:
 
 - **Freeze** (``freeze: true``): a partition the recipient holds is never published again with
   other values; the new version stays in the restricted data and the manifest lists it.
@@ -41,7 +42,13 @@ DELIVERIES_VERSION = 1
 def content_digest(path: Path) -> str:
     """SHA-256 of what a file tells its reader: its columns and values (as CSV text), not its
     bytes, so a new policy version or software version in the metadata is no new delivery."""
-    return hashlib.sha256(pl.read_parquet(path).write_csv().encode()).hexdigest()
+    frame = pl.read_parquet(path)
+    flat = frame.with_columns(  # lists (modalities) as text: CSV has no lists
+        pl.col(c).cast(pl.List(pl.String)).list.join("\x1f")
+        for c, t in frame.schema.items()
+        if isinstance(t, pl.List)
+    )
+    return hashlib.sha256(flat.write_csv().encode()).hexdigest()
 
 
 def release_files(root: Path) -> dict[str, str]:
@@ -50,6 +57,12 @@ def release_files(root: Path) -> dict[str, str]:
     return {
         f.relative_to(root).as_posix(): content_digest(f) for f in sorted(root.rglob("*.parquet"))
     }
+
+
+def _key(rel: str) -> str:
+    """The ``date/region`` key of ``<dataset>/date=D/region=R/<file>``."""
+    parts = rel.split("/")
+    return f"{parts[1].removeprefix('date=')}/{parts[2].removeprefix('region=')}"
 
 
 def _day(rel: str) -> str:
@@ -117,9 +130,17 @@ class Deliveries:
 
 
 def account(
-    staging: Path, policy, entries: dict[str, dict], deliveries: Deliveries, published: Path | None
+    staging: Path,
+    policy,
+    entries: dict[str, dict],
+    deliveries: Deliveries,
+    published: Path | None,
+    must: set[str] = frozenset(),
 ) -> tuple[dict[str, dict], dict[str, dict]]:
     """Apply freeze and budget to the staged releases (see the module docstring).
+
+    ``must``: ``date/region`` keys rebuilt for data-subject requests (an erasure, an opt-out):
+    they are published even to a frozen release or over the budget (the charge is recorded).
 
     Removes from staging what may not be published and adds to each release's manifest entry
     ``delivery`` (files new, changed, unchanged, frozen partitions) and ``budget`` (per period:
@@ -139,11 +160,11 @@ def account(
                    and sha not in held["files"][rel]}  # fmt: skip
         frozen: list[str] = []
         if spec.freeze:
-            for rel in sorted(changed):
+            for rel in sorted(rel for rel in changed if _key(rel) not in must):
                 frozen.append(str(Path(rel).parent.as_posix()))
                 shutil.rmtree(root / Path(rel).parent, ignore_errors=True)
                 del staged[rel]
-            changed = set()
+            changed = {rel for rel in changed if _key(rel) in must}
         entry["delivery"] = {
             "new": sum(rel not in held["files"] for rel in staged),
             "changed": len(changed),
@@ -173,7 +194,9 @@ def account(
                 if after > spec.dp.budget + 1e-9:
                     over.append(period)
             entry["budget"] = budget
-            if over:
+            if over and any(_key(rel) in must for rel in staged):
+                entry["over_budget_for_requests"] = over
+            elif over:
                 shutil.rmtree(root, ignore_errors=True)
                 entry["refused"] = (
                     f"the privacy budget of {recipient} for {', '.join(over)} would be exceeded "

@@ -35,6 +35,8 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from anonymize.errors import KeyError_
 
 ENV_VAR = "CDRANON_MASTER_KEY"
+# The key before a rotation (--rekey), to find the people of data-subject requests again.
+PREVIOUS_ENV_VAR = "CDRANON_PREVIOUS_MASTER_KEY"
 MIN_KEY_BYTES = 32
 _HKDF_SALT = b"cdranon/hkdf/v1"
 # A fixed, public key for development runs. Its outputs are marked not-for-sharing everywhere.

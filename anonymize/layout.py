@@ -37,6 +37,7 @@ MANIFESTS = "_manifests"
 LOCK = "_lock"
 SHAREABLE = "shareable"
 CANARIES = "_canaries"  # in a run's staging area: keyed hashes of the raw identifiers read
+SUBJECTS_FOUND = "_subjects_found"  # in staging, on a key rotation: old -> new pseudonyms
 LOOKUPS = "_lookups"  # in a run's staging area: join-source and companion tables
 PARQUET_OPTIONS = {"compression": "zstd", "compression_level": 3, "statistics": True}
 

@@ -102,6 +102,13 @@ class Ledger:
             if "size" in e and "mtime_ns" in e
         }
 
+    def forget_partitions(self, keys: set[str]) -> None:
+        """Retention purged these partitions: their files stay recorded (so they are not read
+        again as new) without them."""
+        for e in self.entries.values():
+            e["partitions"] = [k for k in e.get("partitions", []) if k not in keys]
+            e["published"] = [k for k in e.get("published", []) if k not in keys]
+
     def unpublished(self, sha: str, scope: Scope) -> bool:
         e = self.entries[sha]
         done = set(e.get("published", []))

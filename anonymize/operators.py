@@ -20,7 +20,7 @@ import fnmatch
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime  # noqa: F401 - used by the doctest above
+from datetime import date, datetime  # noqa: F401 - datetime is used by the doctest above
 from typing import Any, Literal
 
 import polars as pl
@@ -79,6 +79,17 @@ class OpContext:
     scope: str = "restricted"
     # What free text of web logs may pass: vocabulary, routes, known sites (the policy's web:).
     web: WebVocabulary = DEFAULT_WEB
+    # Pseudonyms of erased people: rows that hold one are dropped as they are read.
+    erased: frozenset[str] = frozenset()
+    # Rows of days before this one are dropped as they are read (retention).
+    keep_from: date | None = None
+    # A key rotation: the context of the previous key and the pseudonyms under it of the
+    # people of data-subject requests; ``rederived`` collects old -> new pseudonym as values
+    # are pseudonymised, and their rows are erased as they are read.
+    previous: OpContext | None = field(default=None, repr=False)
+    previous_subjects: frozenset[str] = frozenset()
+    previous_erased: frozenset[str] = frozenset()
+    rederived: dict[str, str] = field(default_factory=dict, repr=False)
     # Join sources of the run: contract name -> frame (key, pseudonym). Set per file.
     lookups: dict[str, pl.DataFrame] = field(default_factory=dict, repr=False)
     _keys: dict[str, bytes] = field(default_factory=dict, repr=False)
@@ -209,7 +220,14 @@ def pseudonymize(expr: pl.Expr, *, options: PseudonymizeOptions, ctx: OpContext)
 
     def one(value: str) -> str:
         kind, norm = normalize_identifier(value, options.kind, region)
-        return pseudonym(ctx.key_for(kind), kind, norm)
+        new = pseudonym(ctx.key_for(kind), kind, norm)
+        if ctx.previous is not None:  # a key rotation: find requested people again
+            old = pseudonym(ctx.previous.key_for(kind), kind, norm)
+            if old in ctx.previous_subjects:
+                ctx.rederived[old] = new
+                if old in ctx.previous_erased:
+                    ctx.erased = ctx.erased | {new}
+        return new
 
     return map_unique(
         expr, one, return_dtype=pl.String(), cache=ctx.cache(f"pseudonymize/{options.kind}")

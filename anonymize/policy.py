@@ -94,6 +94,20 @@ class GateSettings(BaseModel):
     max_withheld_share: float = Field(default=0.001, ge=0, le=0.05)
 
 
+class Retention(BaseModel):
+    """How long each kind of state is kept, in days (None: for ever). Each run purges what is
+    older: restricted partitions by their date (and the event datasets of releases with them;
+    statistics, which are anonymous, stay), quarantine folders (raw rows: they expire first),
+    manifests and reports, and staging folders left by killed runs, by their age."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    restricted_days: int | None = Field(default=None, ge=1)
+    quarantine_days: int | None = Field(default=30, ge=1)
+    manifests_days: int | None = Field(default=None, ge=1)
+    staging_days: int = Field(default=2, ge=1)
+
+
 # The scope of a recipient's pseudonyms in an event dataset ("none" removes them).
 PseudonymScope = Literal["none", "day", "month", "stable"]
 
@@ -227,6 +241,12 @@ class DatasetPolicy:
     dropped: tuple[str, ...]
     exclude: tuple[Exclude, ...] = ()
 
+    @property
+    def pseudonym_columns(self) -> list[str]:
+        """The outputs that hold pseudonyms of people (made by pseudonymize operators)."""
+        names = ("pseudonymize", "pseudonymize_lookup")
+        return sorted({r.output for r in self.rules if r.spec.name in names})
+
 
 @dataclass(frozen=True)
 class Policy:
@@ -243,6 +263,7 @@ class Policy:
     releases: dict[str, ReleaseSpec] = field(default_factory=dict)
     web: WebSettings = field(default_factory=WebSettings)
     gate: GateSettings = field(default_factory=GateSettings)
+    retention: Retention = field(default_factory=Retention)
 
     @property
     def web_vocabulary(self):
@@ -296,6 +317,7 @@ class _RawPolicy(BaseModel):
     datasets: dict[str, _RawDataset]
     web: WebSettings = WebSettings()
     gate: GateSettings = GateSettings()
+    retention: Retention = Retention()
 
 
 def _pydantic_problems(where: str, exc: ValidationError) -> list[str]:
@@ -590,6 +612,14 @@ def load_policy(path: str | Path | Any) -> Policy:
     recipients = [r.recipient for r in raw.releases.values()]
     for dup in sorted({r for r in recipients if recipients.count(r) > 1}):
         problems.append(f"releases: the recipient {dup!r} has more than one release")
+    keep = raw.retention
+    if keep.restricted_days is not None and (
+        keep.quarantine_days is None or keep.quarantine_days > keep.restricted_days
+    ):
+        problems.append(
+            "retention.quarantine_days: the quarantine holds raw values and must expire first "
+            f"(at most restricted_days, {keep.restricted_days})"
+        )
     if problems:
         raise PolicyError(source, problems)
     return Policy(
@@ -604,4 +634,5 @@ def load_policy(path: str | Path | Any) -> Policy:
         releases=dict(raw.releases),
         web=raw.web,
         gate=raw.gate,
+        retention=raw.retention,
     )

@@ -239,6 +239,8 @@ def publish_partitions(
     *,
     replace: set[str] | None = None,
     releases: list[str] | None = None,
+    purge: set[str] = frozenset(),
+    purge_shareable: set[str] = frozenset(),
 ) -> list[str]:
     """Publish the staged partitions as a new version of the whole output; return them.
 
@@ -247,7 +249,10 @@ def publish_partitions(
     put in place, and the other partitions carried over as hard links (no copy). ``replace``
     lists the ``date/region`` keys the run rebuilt: a published partition with such a key that
     the run did not stage (its rows are gone, e.g. a corrected export) is left out, in the
-    restricted datasets and in the shareable folders of ``releases`` (all when None).
+    restricted datasets and in the shareable folders of ``releases`` (all when None). ``purge``
+    lists ``date/region`` keys past retention: their restricted partitions, and those of the
+    shareable ``<release>/<dataset>`` folders in ``purge_shareable`` (event releases), are left
+    out; the statistics stay.
 
     Then one atomic rename of the ``current`` symlink publishes it: a reader sees the whole
     previous output or the whole new one, whenever the process dies, never a mix or a hole.
@@ -268,7 +273,10 @@ def publish_partitions(
         for part in _partition_dirs(old) if old else []:
             rel = part.relative_to(old).as_posix()
             rebuilt = replace is not None and partition_key(rel) in replace and rel in replaceable
-            if rel not in staged and not rebuilt:
+            expired = partition_key(rel) in purge and (
+                rel.startswith("restricted/") or "/".join(rel.split("/")[1:3]) in purge_shareable
+            )
+            if rel not in staged and not rebuilt and not expired:
                 _link_tree(part, new / rel)
         for rel, part in staged.items():
             (new / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -358,6 +366,8 @@ def build_manifest(
     incremental: dict | None = None,
     ignored: list[tuple[str, str]] | None = None,
     key_rotation: dict | None = None,
+    subjects: dict | None = None,
+    purged: dict | None = None,
 ) -> dict:
     """The manifest of a run: counts, hashes and ids only, never a data value.
 
@@ -405,6 +415,8 @@ def build_manifest(
         "filtered_by_reason": _sum_reasons(processed, "rows_filtered"),
         "incremental": incremental or {},
         "partitions_published": published,
+        "subject_requests": subjects or {},
+        "purged": purged or {},
         "releases": releases or {},
         "gate": {
             k: v

@@ -428,10 +428,7 @@ def compute_statistic(
 
 def pseudonym_columns(policy, dataset: str) -> list[str]:
     """The outputs of a dataset that hold pseudonyms (made by pseudonymize operators)."""
-    ds = policy.datasets[dataset]
-    return sorted(
-        {r.output for r in ds.rules if r.spec.name in ("pseudonymize", "pseudonymize_lookup")}
-    )
+    return policy.datasets[dataset].pseudonym_columns
 
 
 def _rekey(values: pl.Series, key: bytes) -> pl.Series:
@@ -521,11 +518,31 @@ def _write_partitioned(
     return written
 
 
-def restricted_scanner(restricted: Path, extra: list[Path] = ()) -> Callable[[str], pl.LazyFrame]:
+def restricted_scanner(
+    restricted: Path,
+    extra: list[Path] = (),
+    exclude: frozenset[str] = frozenset(),
+    policy: Policy | None = None,
+) -> Callable[[str], pl.LazyFrame]:
     """``dataset`` -> a lazy scan of its partitions under ``restricted`` (and of the ``extra``
-    files of that dataset), with ``date`` and ``region``; empty, typed, when it has none."""
+    files of that dataset), with ``date`` and ``region``; empty, typed, when it has none.
+    Rows that hold one of the ``exclude`` pseudonyms (people who opted out or were erased) in a
+    pseudonym column of the ``policy`` are left out."""
 
     def scan(dataset: str) -> pl.LazyFrame:
+        return _without(_scan(dataset), dataset)
+
+    def _without(frame: pl.LazyFrame, dataset: str) -> pl.LazyFrame:
+        if not exclude or policy is None or dataset not in policy.datasets:
+            return frame
+        cols = policy.datasets[dataset].pseudonym_columns
+        if not cols:
+            return frame
+        return frame.filter(
+            ~pl.any_horizontal(pl.col(c).is_in(list(exclude)).fill_null(False) for c in cols)
+        )
+
+    def _scan(dataset: str) -> pl.LazyFrame:
         files = sorted((Path(restricted) / dataset).glob("date=*/region=*/*.parquet"))
         files += [f for f in extra if f.parent.parent.parent.name == dataset]
         schema = dict(load_output_schema(dataset).polars_schema)
@@ -549,6 +566,7 @@ def stage_release(
     meta: dict[str, str],
     earlier: Path | None = None,
     rebuilt: set[str] | None = None,
+    exclude: frozenset[str] = frozenset(),
 ) -> dict:
     """Compute one release from ``staging/restricted`` into ``staging/shareable/<name>/``.
 
@@ -566,7 +584,7 @@ def stage_release(
     if release.dp.enabled and release.statistics:
         extra = period_files(restricted, earlier, rebuilt or set(), release.dp.period)
 
-    scan = restricted_scanner(restricted, extra)
+    scan = restricted_scanner(restricted, extra, exclude, policy)
     entry: dict = {
         "recipient": release.recipient,
         "key_id": rkeys.key_id,
@@ -602,6 +620,12 @@ def stage_release(
             day = f.parent.parent.name.removeprefix("date=")
             period = {"day": day, "month": day[:7], "stable": "stable", "none": ""}[scope]
             frame = pl.read_parquet(f)
+            if exclude and cols:  # people who opted out or were erased
+                frame = frame.filter(
+                    ~pl.any_horizontal(
+                        pl.col(c).is_in(list(exclude)).fill_null(False) for c in cols
+                    )
+                )
             if scope == "none":
                 frame = frame.with_columns(pl.lit(None, dtype=pl.String).alias(c) for c in cols)
             else:
@@ -643,6 +667,7 @@ def stage_releases(
     input_sha256s: list[str],
     earlier: Path | None = None,
     rebuilt: set[str] | None = None,
+    exclude: frozenset[str] = frozenset(),
 ) -> dict[str, dict]:
     """Compute the selected releases (all of the policy's when ``names`` is None) into staging.
 
@@ -654,7 +679,15 @@ def stage_releases(
     chosen = list(policy.releases) if names is None else names
     return {
         name: stage_release(
-            name, policy.releases[name], policy, keyring, staging, meta, earlier, rebuilt
+            name,
+            policy.releases[name],
+            policy,
+            keyring,
+            staging,
+            meta,
+            earlier,
+            rebuilt,
+            exclude,
         )
         for name in chosen
     }

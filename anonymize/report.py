@@ -90,6 +90,7 @@ def render_markdown(manifest: dict) -> str:
     reasons = manifest.get("quarantine", {}).get("rows_by_reason", {})
     lines += ["", "## Quarantined rows by reason", ""]
     lines += _markdown_table(["reason", "rows"], [[k, v] for k, v in reasons.items()] or [["-", 0]])
+    lines += _requests_and_retention(manifest)
     lines += ["", "## Releases", ""]
     for name, entry in manifest.get("releases", {}).items():
         lines += [f"### {name} (for {entry['recipient']}, k={entry['k']}, {entry['granularity']})",
@@ -116,6 +117,34 @@ def render_markdown(manifest: dict) -> str:
          for r in manifest["inputs"]],
     )  # fmt: skip
     return "\n".join(lines) + "\n"
+
+
+def _requests_and_retention(manifest: dict) -> list[str]:
+    """Data-subject requests applied and what retention purged (ids and counts only)."""
+    lines = []
+    requests = manifest.get("subject_requests") or {}
+    if requests.get("applied") or requests.get("rederived"):
+        lines += ["", "## Data-subject requests", ""]
+        if requests.get("applied"):
+            lines.append(
+                f"Applied: {', '.join(requests['applied'])}; "
+                f"{len(requests.get('partitions', []))} partition(s) rebuilt, "
+                f"{requests.get('quarantine_rows_erased', 0)} quarantined row(s) erased."
+            )
+        if requests.get("rederived"):
+            lines.append(
+                f"Moved to the new key: {', '.join(requests['rederived'])} "
+                f"({requests.get('pseudonyms_not_found', 0)} pseudonym(s) not found)."
+            )
+    purged = manifest.get("purged") or {}
+    if any(purged.values()):
+        lines += ["", "## Purged (retention)", ""]
+        lines += _markdown_table(
+            ["what", "count", "items"],
+            [[k, len(v), ", ".join(v[:6]) + (" ..." if len(v) > 6 else "")]
+             for k, v in purged.items() if v],
+        )  # fmt: skip
+    return lines
 
 
 def _release_over_time(entry: dict) -> list[str]:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import logging
 import os
 import shutil
@@ -28,10 +29,12 @@ import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, TypeVar
 
+import polars as pl
+import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from anonymize import __version__
@@ -46,8 +49,17 @@ from anonymize.errors import (
     safe_text,
 )
 from anonymize.gate import run_gate, withhold_findings
-from anonymize.keys import KeyRing
-from anonymize.layout import QUARANTINE, STAGING, PlannedFile, partition_key, survey
+from anonymize.keys import PREVIOUS_ENV_VAR, KeyRing
+from anonymize.layout import (
+    MANIFESTS,
+    PARQUET_OPTIONS,
+    QUARANTINE,
+    STAGING,
+    SUBJECTS_FOUND,
+    PlannedFile,
+    partition_key,
+    survey,
+)
 from anonymize.ledger import IncrementalBatch, Ledger, Scope
 from anonymize.operators import REGION_NAME
 from anonymize.plan import plan_inputs, priority_groups
@@ -64,6 +76,12 @@ from anonymize.publish import (
 from anonymize.releases import stage_releases
 from anonymize.report import render_markdown, write_report
 from anonymize.stage import FileResult, process_file
+from anonymize.subjects import (
+    Subjects,
+    erase_from_quarantine,
+    partitions_holding,
+    without,
+)
 
 DEBUG_ENV = "CDRANON_DEBUG"
 # A read that fails in a way a retry may cure is tried three times in all.
@@ -167,6 +185,54 @@ class Progress:
                 listener(stage, done, total)
 
 
+def run_day(run_id: str) -> date:
+    """The day a run started: from its id (``new_run_id``), else today (UTC).
+
+    >>> run_day("20261202T084828Z-d8cf8f")
+    datetime.date(2026, 12, 2)
+    """
+    try:
+        return datetime.strptime(run_id[:8], "%Y%m%d").date()
+    except ValueError:
+        return datetime.now(UTC).date()
+
+
+def previous_keyring(subjects: Subjects, keyring: KeyRing) -> KeyRing | None:
+    """On a key rotation with data-subject requests under the old key: the old key ring, from
+    ``CDRANON_PREVIOUS_MASTER_KEY`` (None when no request is under another key). Raises
+    RunRefused when the requests need it and it is missing or another key."""
+    old_ids = sorted({r["key_id"] for r in subjects.requests if r["key_id"] != keyring.key_id})
+    if not old_ids:
+        return None
+    text = os.environ.get(PREVIOUS_ENV_VAR)
+    previous = KeyRing.from_text(text) if text else None
+    if previous is None or [previous.key_id] != old_ids:
+        raise RunRefused(
+            f"{len(subjects.requests)} data-subject request(s) are under the key "
+            f"{', '.join(old_ids)}: set {PREVIOUS_ENV_VAR} to that key so that the run finds "
+            "those people again under the new key (their pseudonyms cannot be turned into "
+            "the new key's without it)"
+        )
+    return previous
+
+
+def previous_subjects(
+    subjects: Subjects, keyring: KeyRing
+) -> tuple[KeyRing, frozenset[str], frozenset[str]] | None:
+    """What ``process_file`` needs on a key rotation (``previous_keyring``), or None."""
+    previous = previous_keyring(subjects, keyring)
+    if previous is None:
+        return None
+    everyone = subjects.pseudonyms(previous.key_id, ("erasure", "opt-out"))
+    return previous, everyone, subjects.pseudonyms(previous.key_id, ("erasure",))
+
+
+def retention_horizon(policy: Policy, run_id: str) -> date | None:
+    """The first day a run keeps in ``restricted/`` (None: every day)."""
+    days = policy.retention.restricted_days
+    return None if days is None else run_day(run_id) - timedelta(days=days)
+
+
 def stage_file(
     planned: PlannedFile,
     *,
@@ -187,6 +253,13 @@ def stage_file(
     an error of a library is reported by its type only (its message can quote a value).
     """
     owner_only()  # a Dask worker is a process of its own
+    subjects = Subjects.load(out)
+    erased = subjects.pseudonyms(keyring.key_id, ("erasure",))
+    previous = previous_subjects(subjects, keyring)
+    if previous is not None:  # people the join sources of this run found again
+        for f in (out / STAGING / run_id / SUBJECTS_FOUND).glob("*.json"):
+            found = json.loads(f.read_text())
+            erased |= {new for old, new in found.items() if old in previous[2]}
     try:
         result = process_file(
             Path(planned.path),
@@ -200,6 +273,9 @@ def stage_file(
             lookups=lookups,
             sha256=planned.sha256,
             duplicate_of=planned.duplicate_of,
+            erased=erased,
+            keep_from=retention_horizon(policy, run_id),
+            previous=previous,
         )
     except CdranonError:
         raise
@@ -375,6 +451,10 @@ class _Outcome:
     files_read: int = 0
     deliveries: dict[str, dict] = field(default_factory=dict)  # what to record on publication
     key_rotation: dict | None = None
+    subjects: dict = field(default_factory=dict)  # requests applied, partitions rebuilt
+    purged: dict = field(
+        default_factory=lambda: {"partitions": [], "quarantine": [], "manifests": [], "staging": []}
+    )
     ignored: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
 
 
@@ -485,6 +565,7 @@ class Run:
                     "--rekey rebuilds every partition and release under the new key; run it "
                     "without --region, --date-from, --date-to, --source and --release"
                 )
+            previous_keyring(Subjects.load(self.out), self.keyring)  # refuses without it
             return published
         if published and published != self.keyring.key_id:
             raise RunRefused(
@@ -511,27 +592,39 @@ class Run:
         done.results = read_batch(
             batch, functools.partial(self._read_group, done), self.staging, self.quarantine
         )
-        if not batch.planned:
+        done.purged = self.executor.step("retention", self._housekeeping)
+        subjects = self._subjects = Subjects.load(self.out)
+        if self.rekey:
+            done.subjects = self._rederive(subjects)
+        pending = subjects.pending(self.keyring.key_id)
+        # Work besides new files: requests to apply, partitions past retention.
+        extra = bool(pending or done.purged["partitions"])
+        if not batch.planned and not extra:
             done.status, done.reason = "nothing_published", "the landing zone has no input file"
             if done.ignored:
                 done.reason += f" ({len(done.ignored)} other file(s) ignored: see the manifest)"
-        elif not done.results:
+        elif not done.results and not extra:
             done.status, done.reason = "up_to_date", "no new input file since the last run"
-        elif not any(r["status"] == "processed" for r in done.results):
+        elif not any(r["status"] == "processed" for r in done.results) and not extra:
             done.status, done.reason = "nothing_published", "no input file could be processed"
-        elif not batch.affected:
+        elif not batch.affected and not extra:
             done.status = "nothing_published"
             done.reason = "the new files have no rows in the run's scope"
             self._commit(batch, done.results)
         else:
+            forced: list[str] = []
+            if pending:
+                forced = self.executor.step(
+                    "subject-requests", self._stage_requests, pending, sorted(batch.affected)
+                )
+                done.subjects.update(applied=[r["id"] for r in pending], partitions=forced)
+            rebuilt = sorted(batch.affected | set(forced))
             self.progress.report("release", 0, 1)
             withheld, done.results = self.executor.step("withhold", self._withhold, done.results)
             shas = [r["sha256"] for r in done.results if r["status"] == "processed" and r["sha256"]]
-            done.releases = self.executor.step(
-                "release", self._release, shas, sorted(batch.affected)
-            )
+            done.releases = self.executor.step("release", self._release, shas, rebuilt)
             done.releases, done.deliveries = self.executor.step(
-                "account", self._account, done.releases
+                "account", self._account, done.releases, forced
             )
             self.progress.report("gate", 0, 1)
             done.gate = self.executor.step("privacy-gate", self._gate, withheld)
@@ -548,9 +641,14 @@ class Run:
                 if "refused" not in e and not self.policy.releases[name].freeze
             ]  # fmt: skip
             done.published = self.executor.step(
-                "publish", self._publish, sorted(batch.affected), replaceable, done.deliveries
-            )
-            self._commit(batch, done.results)
+                "publish", self._publish, rebuilt, replaceable, done.deliveries,
+                done.purged["partitions"],
+            )  # fmt: skip
+            self._commit(batch, done.results, done.purged["partitions"])
+            if pending:
+                self._requests_applied(subjects, pending, forced, done)
+            elif done.subjects.get("rederived"):
+                subjects.save(self.out)
             done.status = "published"
 
     # --- the steps (each one a task in the flow) ------------------------------------------------
@@ -591,9 +689,12 @@ class Run:
     def _release(self, input_sha256s: list[str], affected: list[str]) -> dict[str, dict]:
         """Compute the releases (statistics, re-keyed events) from the staged datasets."""
         old = current_version(self.out)
+        # Neither erased people nor those who opted out are in what recipients receive.
+        excluded = self._subjects.pseudonyms(self.keyring.key_id, ("erasure", "opt-out"))
         entries = stage_releases(
             self.releases, self.policy, self.keyring, self.staging, input_sha256s,
             earlier=old / "restricted" if old else None, rebuilt=set(affected),
+            exclude=excluded,
         )  # fmt: skip
         log = self.executor.logger()
         for name, entry in entries.items():
@@ -604,11 +705,15 @@ class Run:
                 )  # fmt: skip
         return entries
 
-    def _account(self, entries: dict[str, dict]) -> tuple[dict[str, dict], dict[str, dict]]:
-        """Freeze and privacy budget against what each recipient already holds."""
+    def _account(
+        self, entries: dict[str, dict], forced: list[str]
+    ) -> tuple[dict[str, dict], dict[str, dict]]:
+        """Freeze and privacy budget against what each recipient already holds (the partitions
+        rebuilt for data-subject requests, ``forced``, are published whatever they say)."""
         entries, pending = account(
-            self.staging, self.policy, entries, Deliveries.load(self.out), current_version(self.out)
-        )
+            self.staging, self.policy, entries, Deliveries.load(self.out),
+            current_version(self.out), must=set(forced),
+        )  # fmt: skip
         log = self.executor.logger()
         for name, entry in entries.items():
             if "refused" in entry:
@@ -636,7 +741,11 @@ class Run:
         return gate
 
     def _publish(
-        self, affected: list[str], releases: list[str], deliveries: dict[str, dict]
+        self,
+        affected: list[str],
+        releases: list[str],
+        deliveries: dict[str, dict],
+        purge: list[str],
     ) -> list[str]:
         replace = set(affected)
         old = current_version(self.out)
@@ -650,15 +759,124 @@ class Run:
         ledger.record(deliveries, self.run_id)
         ledger.save(self.out)
         published = publish_partitions(
-            self.staging, self.out, self.run_id, replace=replace, releases=releases
-        )
+            self.staging, self.out, self.run_id, replace=replace, releases=releases,
+            purge=set(purge), purge_shareable=self._event_datasets(),
+        )  # fmt: skip
         self.executor.logger().info("published %d partition(s)", len(published))
         return published
 
+    def _event_datasets(self) -> set[str]:
+        """``<release>/<dataset>`` of the event datasets of releases (they hold pseudonyms)."""
+        return {f"{n}/{d}" for n, spec in self.policy.releases.items() for d in spec.events}
+
+    def _housekeeping(self) -> dict[str, list[str]]:
+        """Retention: what this run purges. Quarantine folders, manifests and staging folders
+        older than the policy's days go now; restricted partitions older than the horizon
+        (and event releases with them) leave with this run's publication."""
+        keep = self.policy.retention
+        now = time.time()
+        purged: dict[str, list[str]] = {
+            "partitions": [], "quarantine": [], "manifests": [], "staging": [],
+        }  # fmt: skip
+
+        def old(path: Path, days: int | None) -> bool:
+            return days is not None and now - path.stat().st_mtime > days * 86400
+
+        for folder in sorted((self.out / QUARANTINE).glob("*")):
+            if folder.name != self.run_id and old(folder, keep.quarantine_days):
+                shutil.rmtree(folder, ignore_errors=True)
+                purged["quarantine"].append(folder.name)
+        for f in sorted((self.out / MANIFESTS).glob("*")):
+            if f.is_file() and old(f, keep.manifests_days):
+                f.unlink()
+                purged["manifests"].append(f.name)
+        for folder in sorted((self.out / STAGING).glob("*")):
+            if folder.name != self.run_id and old(folder, keep.staging_days):
+                shutil.rmtree(folder, ignore_errors=True)
+                purged["staging"].append(folder.name)
+        horizon = retention_horizon(self.policy, self.run_id)
+        published = current_version(self.out)
+        if horizon is not None and published is not None:
+            purged["partitions"] = sorted(
+                {
+                    partition_key(p.relative_to(published).as_posix())
+                    for p in published.glob("restricted/*/date=*/region=*")
+                    if p.parent.name.removeprefix("date=") < horizon.isoformat()
+                }
+            )
+        log = self.executor.logger()
+        for kind, items in purged.items():
+            if items:
+                log.info("retention: %d %s item(s) purged", len(items), kind)
+        return purged
+
+    def _stage_requests(self, pending: list[dict], affected: list[str]) -> list[str]:
+        """Stage, from the published version, every partition that holds a person of a pending
+        request and that the run did not rebuild from its inputs, without the rows of erased
+        people; return the ``date/region`` keys of all partitions that hold them."""
+        published = current_version(self.out)
+        if published is None:
+            return []
+        everyone = frozenset(p for r in pending for p in r["pseudonyms"])
+        erased = Subjects.load(self.out).pseudonyms(self.keyring.key_id, ("erasure",))
+        keys = partitions_holding(published / "restricted", self.policy, everyone)
+        horizon = retention_horizon(self.policy, self.run_id)
+        if horizon is not None:  # past retention: purged by this run, not rebuilt
+            keys = {k for k in keys if k.partition("/")[0] >= horizon.isoformat()}
+        for key in sorted(keys - set(affected)):
+            day, _, region = key.partition("/")
+            for part in published.glob(f"restricted/*/date={day}/region={region}"):
+                columns = self.policy.datasets[part.parent.parent.name].pseudonym_columns
+                target = self.staging / part.relative_to(published)
+                target.mkdir(parents=True, exist_ok=True)
+                for f in sorted(part.glob("*.parquet")):
+                    frame = pl.read_parquet(f)
+                    kept = without(frame, columns, erased)
+                    if kept.height == frame.height:
+                        shutil.copyfile(f, target / f.name)
+                    elif kept.height:
+                        meta = {
+                            k.decode(): v.decode()
+                            for k, v in (pq.read_metadata(f).metadata or {}).items()
+                            if not k.startswith(b"ARROW")
+                        }
+                        kept.write_parquet(target / f.name, metadata=meta, **PARQUET_OPTIONS)
+        return sorted(keys)
+
+    def _rederive(self, subjects: Subjects) -> dict:
+        """A key rotation: the requests under the previous key, with the new pseudonyms of the
+        people the run found (``staging/_subjects_found``); in memory until publication."""
+        found: dict[str, str] = {}
+        for f in sorted((self.staging / SUBJECTS_FOUND).glob("*.json")):
+            found.update(json.loads(f.read_text()))
+        shutil.rmtree(self.staging / SUBJECTS_FOUND, ignore_errors=True)
+        moved, missing = [], 0
+        for r in subjects.requests:
+            if r["key_id"] == self.keyring.key_id:
+                continue
+            new = sorted({found[p] for p in r["pseudonyms"] if p in found})
+            missing += sum(p not in found for p in r["pseudonyms"])
+            r.update(pseudonyms=new, key_id=self.keyring.key_id, rederived_by=self.run_id)
+            moved.append(r["id"])
+        return {"rederived": moved, "pseudonyms_not_found": missing}
+
+    def _requests_applied(
+        self, subjects: Subjects, pending: list[dict], forced: list[str], done: _Outcome
+    ) -> None:
+        """After publication: mark the requests applied, take erased people out of the
+        quarantine, and say so in the manifest."""
+        erased = frozenset(p for r in pending if r["reason"] == "erasure" for p in r["pseudonyms"])
+        done.subjects["quarantine_rows_erased"] = (
+            erase_from_quarantine(self.out, erased, self.keyring, self.policy) if erased else 0
+        )
+        subjects.mark_applied([r["id"] for r in pending], self.run_id, forced)
+        subjects.save(self.out)
+
     # --- bookkeeping ----------------------------------------------------------------------------
 
-    def _commit(self, batch: IncrementalBatch, results: list[dict]) -> None:
+    def _commit(self, batch: IncrementalBatch, results: list[dict], purged: list[str] = ()) -> None:
         batch.commit(results, self.run_id)
+        batch.ledger.forget_partitions(set(purged))
         batch.ledger.key_id = self.keyring.key_id
         batch.ledger.save(self.out)
 
@@ -702,6 +920,8 @@ class Run:
             gate=done.gate,
             incremental=self._incremental(done.batch),
             key_rotation=done.key_rotation,
+            subjects=done.subjects,
+            purged=done.purged,
             ignored=done.ignored,
         )
         manifest_path: Path | None = None

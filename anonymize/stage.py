@@ -14,9 +14,11 @@ See ``tests/test_pipeline.py``; ``anonymize.run`` calls ``process_file`` for eac
 from __future__ import annotations
 
 import hashlib
+import json
 import shutil
 from collections import Counter
 from dataclasses import asdict, dataclass, field
+from datetime import date
 from pathlib import Path
 
 import polars as pl
@@ -32,7 +34,7 @@ from anonymize.errors import (
     safe_text,
 )
 from anonymize.keys import KeyRing
-from anonymize.layout import CANARIES, LOOKUPS, PARQUET_OPTIONS
+from anonymize.layout import CANARIES, LOOKUPS, PARQUET_OPTIONS, SUBJECTS_FOUND
 from anonymize.operators import (
     REGISTRY,
     OpContext,
@@ -187,6 +189,9 @@ def process_file(
     ctx: OpContext | None = None,
     sha256: str | None = None,
     duplicate_of: str | None = None,
+    erased: frozenset[str] = frozenset(),
+    keep_from: date | None = None,
+    previous: tuple[KeyRing, frozenset[str], frozenset[str]] | None = None,
 ) -> FileResult:
     """Read, check and anonymise one file into ``staging``; bad rows into ``quarantine``.
 
@@ -196,12 +201,19 @@ def process_file(
     sources (Users, Phones, Connect users) of this run wrote, by contract name. A join source
     itself is read into such a file and publishes nothing (its rows are filtered as
     ``join_source``). A file that cannot be read to its end is refused whole, and nothing of it
-    stays in staging or quarantine.
+    stays in staging or quarantine. Rows of ``erased`` people and of days before ``keep_from``
+    are filtered (``erased``, ``retention``). ``previous``: on a key rotation, the previous
+    key ring, the pseudonyms under it of every requested person and of the erased ones; the
+    old -> new pseudonyms found are written to ``staging/_subjects/<file>.json``.
     """
     path = Path(path)
     rel = path.relative_to(landing).as_posix() if landing else path.name
     result = FileResult(path=rel, family=family)
     ctx = ctx or make_context(policy, keyring)
+    ctx.erased, ctx.keep_from = erased, keep_from
+    if previous is not None:
+        ctx.previous = make_context(policy, previous[0])
+        ctx.previous_subjects, ctx.previous_erased = previous[1], previous[2]
     if duplicate_of is not None:
         dup = Path(duplicate_of)
         dup_rel = dup.relative_to(landing).as_posix() if landing else dup.name
@@ -224,7 +236,9 @@ def process_file(
     file_tag = result.sha256[:16]
     side = _SideFile(reader, contract, policy, ctx, staging, quarantine, file_tag, result)
     if contract.lookup is not None:
-        return _process_lookup(side)
+        looked_up = _process_lookup(side)
+        _write_found(ctx, staging, file_tag)  # for the files that use this join source
+        return looked_up
     ds = policy.dataset_for(contract)
     if ds is None:
         result.reason = f"the policy has no dataset for the contract {contract.name}"
@@ -277,8 +291,11 @@ def process_file(
                 order = DateOrder(order.setting, found=exc.date_order)
                 continue
             return result.refuse(exc)
+    _write_found(ctx, work, file_tag)
     # Move the file's parts (and its canaries) into the run's staging tree.
-    for part in sorted([*work.glob("restricted/**/*.parquet"), *work.glob(f"{CANARIES}/*")]):
+    moved = [*work.glob("restricted/**/*.parquet"), *work.glob(f"{CANARIES}/*"),
+             *work.glob(f"{SUBJECTS_FOUND}/*")]  # fmt: skip
+    for part in sorted(moved):
         target = staging / part.relative_to(work)
         target.parent.mkdir(parents=True, exist_ok=True)
         part.replace(target)
@@ -287,6 +304,36 @@ def process_file(
         result.keys_path = str(keys)
     result.status = "processed"
     return result
+
+
+def _write_found(ctx: OpContext, root: Path, file_tag: str) -> None:
+    """On a key rotation: the old -> new pseudonyms of requested people this file gave
+    (pseudonyms, never raw values), under ``root/_subjects_found``."""
+    if ctx.rederived:
+        found = root / SUBJECTS_FOUND / f"{file_tag}.json"
+        found.parent.mkdir(parents=True, exist_ok=True)
+        found.write_text(json.dumps(dict(sorted(ctx.rederived.items()))))
+
+
+def _drop_forgotten(
+    out: pl.DataFrame, ds: DatasetPolicy, ctx: OpContext, filtered: Counter[str]
+) -> pl.DataFrame:
+    """Drop the rows of days past retention (``retention``) and those of erased people
+    (``erased``), counted as filtered."""
+    if ctx.keep_from is not None:
+        old = pl.col("__date") < ctx.keep_from
+        n = out.select(old.sum()).item()
+        if n:
+            filtered["retention"] += n
+            out = out.filter(~old)
+    cols = [c for c in ds.pseudonym_columns if c in out.columns]
+    if ctx.erased and cols and out.height:
+        hit = pl.any_horizontal(pl.col(c).is_in(list(ctx.erased)).fill_null(False) for c in cols)
+        n = out.select(hit.sum()).item()
+        if n:
+            filtered["erased"] += n
+            out = out.filter(~hit)
+    return out
 
 
 def canary_columns(contract: Contract, ds: DatasetPolicy | None) -> dict[str, Hint]:
@@ -560,6 +607,7 @@ def _process_batches(
         out = out.with_columns(
             pl.lit(None, dtype=out_schema.polars_schema[c]).alias(c) for c in missing
         )
+        out = _drop_forgotten(out, ds, ctx, filtered)
         for (day, reg), part in out.partition_by(
             ["__date", "__region"], as_dict=True, maintain_order=True
         ).items():

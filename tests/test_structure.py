@@ -30,7 +30,7 @@ LAYERS: list[tuple[str, set[str]]] = [
     ("releases", {"anonymize.releases"}),
     ("gate", {"anonymize.gate"}),
     ("state", {"anonymize.publish", "anonymize.ledger", "anonymize.report",
-               "anonymize.deliveries"}),
+               "anonymize.deliveries", "anonymize.subjects"}),
     ("run", {"anonymize.run"}),
     ("tools", {"anonymize.synth", "anonymize.synth_sources", "anonymize.synth_web"}),
     ("entry", {"anonymize.cli"}),
