@@ -93,29 +93,13 @@ class PTable:
         }
 
 
-def record_keys(values: pl.Series, key: bytes) -> pl.Series:
-    """Keyed record keys (integers below ``P``) of the distinct values; Python over uniques.
+def record_key(key: bytes, value: str) -> int:
+    """A keyed record key: an integer below ``P``, the same for the same value and key.
 
-    >>> record_keys(pl.Series(["a", "b"]), b"k" * 32).to_list()
+    >>> [record_key(b"k" * 32, v) for v in ("a", "b")]
     [1539170102, 1034081655]
     """
-    out = [
-        int.from_bytes(hmac.new(key, v.encode(), hashlib.sha256).digest()[:8], "big") % P
-        for v in values.to_list()
-    ]
-    return pl.Series(values.name, out, dtype=pl.Int64)
-
-
-def key_table(values: pl.Series, keys: tuple[bytes, bytes], column: str) -> pl.DataFrame:
-    """``column`` -> its two record keys ``__ra`` and ``__rb``, for the distinct values."""
-    uniq = values.drop_nulls().unique().sort()
-    return pl.DataFrame(
-        {
-            column: uniq,
-            "__ra": record_keys(uniq, keys[0]),
-            "__rb": record_keys(uniq, keys[1]),
-        }
-    )
+    return int.from_bytes(hmac.new(key, value.encode(), hashlib.sha256).digest()[:8], "big") % P
 
 
 def people_key() -> pl.Expr:

@@ -39,6 +39,7 @@ join their data on pseudonyms and a monthly scope changes every pseudonym at the
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 from collections.abc import Callable
@@ -53,14 +54,15 @@ from anonymize.contracts import load_output_schema
 from anonymize.identifiers import pseudonym
 from anonymize.keys import KeyRing
 from anonymize.layout import PARQUET_OPTIONS, SHAREABLE
+from anonymize.operators import map_unique
 from anonymize.perturbation import (
     KeyedStream,
     PTable,
     as_unit,
-    key_table,
     magnitude_key,
     people_key,
     rational_scale,
+    record_key,
 )
 from anonymize.policy import DominanceRule, Policy, ReleaseSpec
 from anonymize.statistics import OWNER, PERSON, STATISTICS, Statistic
@@ -230,16 +232,20 @@ def _dominated(
     )
 
 
-def _record_key_table(people: pl.LazyFrame, facts: pl.LazyFrame, keyring: KeyRing) -> pl.DataFrame:
-    """The record keys of every person and owner of a statistic (``perturbation.key_table``)."""
-    ids = (
-        pl.concat([people.select(pl.col(PERSON).alias("__id")),
-                   facts.select(pl.col(OWNER).alias("__id"))])
-        .unique()
-        .collect(engine="streaming")["__id"]
-    )  # fmt: skip
-    keys = (keyring.derive("cellkey/record/a"), keyring.derive("cellkey/record/b"))
-    return key_table(ids, keys, "__id")
+class _RecordKeys:
+    """The two record keys of a person column, computed inside the query over the distinct
+    values of each batch (``operators.map_unique``), each value hashed once per statistic."""
+
+    def __init__(self, keyring: KeyRing) -> None:
+        self._keys = (keyring.derive("cellkey/record/a"), keyring.derive("cellkey/record/b"))
+        self._caches: tuple[dict, dict] = ({}, {})
+
+    def of(self, column: str) -> list[pl.Expr]:
+        return [
+            map_unique(pl.col(column), functools.partial(record_key, key), cache=cache,
+                       return_dtype=pl.Int64()).alias(name)
+            for name, key, cache in zip(("__ra", "__rb"), self._keys, self._caches, strict=True)
+        ]  # fmt: skip
 
 
 def _cells(
@@ -247,14 +253,14 @@ def _cells(
     people: pl.LazyFrame,
     keys: list[str],
     measures: tuple[str, ...],
-    table: pl.DataFrame,
+    rk: _RecordKeys,
 ) -> pl.DataFrame:
     """The true cells: the measures' sums, the people, and what perturbation needs (the
     largest person's contribution, the cell keys of the people and of each measure)."""
     per_owner = (
         facts.group_by([*keys, OWNER])
         .agg([pl.col(m).sum() for m in measures])
-        .join(table.lazy(), left_on=OWNER, right_on="__id", how="left")
+        .with_columns(rk.of(OWNER))
     )
     by_measure = per_owner.group_by(keys).agg(
         *[pl.col(m).sum() for m in measures],
@@ -262,7 +268,7 @@ def _cells(
         *[magnitude_key(m).alias(f"__key_{m}") for m in measures],
     )
     by_people = (
-        people.join(table.lazy(), left_on=PERSON, right_on="__id", how="left")
+        people.with_columns(rk.of(PERSON))
         .group_by(keys)
         .agg(pl.len().alias("people"), people_key().alias("__key_people"))
     )
@@ -370,8 +376,8 @@ def compute_statistic(
         people = _bound(people.collect(), PERSON, keys, bound, period).lazy()
         if "minutes" in stat.measures:
             facts = facts.with_columns(pl.col("minutes").clip(0, release.dp.max_minutes))
-    table = _record_key_table(people, facts, keyring)
-    cells = _cells(facts, people, keys, stat.measures, table)
+    rk = _RecordKeys(keyring)
+    cells = _cells(facts, people, keys, stat.measures, rk)
     report.cells = cells.height
     perturb = not dp_on and release.perturbation.method == "cell_key"
     if dp_on:
@@ -404,7 +410,7 @@ def compute_statistic(
             people.join(published.select(keys).lazy(), on=keys, how="semi", nulls_equal=True)
             .select([*margin_keys, PERSON])
             .unique()
-            .join(table.lazy(), left_on=PERSON, right_on="__id", how="left")
+            .with_columns(rk.of(PERSON))
             .group_by(margin_keys)
             .agg(pl.len().alias("people"), people_key().alias("__key_people"))
             .collect(engine="streaming")

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import polars as pl
 import pytest
 
 import anonymize.run as engine
@@ -25,6 +26,7 @@ from anonymize.keys import KeyRing
 from anonymize.layout import MANIFESTS, QUARANTINE, VERSIONS
 from anonymize.policy import DEFAULT_POLICY, load_policy
 from anonymize.run import RunParams, run_local
+from anonymize.subjects import SUBJECTS, Subjects
 from flows.nightly import cdranon_run
 from tests.conftest import SAMPLE
 
@@ -60,6 +62,17 @@ def _unreadable(landing: Path) -> None:
     (landing / "lync" / "EMEA" / "export.csv").write_text("Nothing,Known\n1,2\n")
 
 
+def _erase_someone(i: int, landing: Path) -> None:
+    """Before the second run: an erasure request for the first caller published."""
+    if i == 1:
+        out = landing.parent / "out"
+        frame = pl.read_parquet(out / "restricted" / "lync_sessions", hive_partitioning=True)
+        who = sorted(frame["from_user"].drop_nulls().unique())[0]
+        subjects = Subjects.load(out)
+        subjects.add([who], "erasure", KeyRing.development().key_id)
+        subjects.save(out)
+
+
 def _leaky(folder: Path) -> Path:
     text = DEFAULT_POLICY.read_text()
     rule = "- {op: user_agent, part: browser, plus_is_space: true, as: browser}"
@@ -85,6 +98,7 @@ CASES = {
     "nothing_in_scope": Case(["nothing_published"], runs=[{"date_from": "2030-01-01"}]),
     "gate_refuses": Case(["refused_by_gate"], policy=_leaky),
     "a_file_fails": Case(["failed"], fails_on="SessionDetailsView.csv"),
+    "an_erasure_is_applied": Case(["published", "published"], runs=[{}, {}], before=_erase_someone),
 }
 
 
@@ -116,7 +130,7 @@ def _snapshot(out: Path) -> dict:
     every = [*out.rglob("*"), *(out / "restricted").rglob("*"), *(out / "shareable").rglob("*")]
     for path in sorted(p for p in every if p.is_file()):
         rel = path.relative_to(out).parts
-        if rel[0] in (MANIFESTS, "_ledger.json", VERSIONS):
+        if rel[0] in (MANIFESTS, "_ledger.json", VERSIONS, SUBJECTS):  # ids, run ids
             continue
         if rel[0] == QUARANTINE:
             rel = (rel[0], order[rel[1]], *rel[2:])
@@ -129,20 +143,23 @@ def _snapshot(out: Path) -> dict:
         for sha, e in ledger.get("files", {}).items()
     }
     kept = ("status", "reason", "totals", "quarantine", "filtered_by_reason", "incremental",
-            "partitions_published", "releases", "volumes", "unicity")  # fmt: skip
+            "partitions_published", "releases", "volumes", "unicity", "purged")  # fmt: skip
     runs = []
     for m in manifests:
         entry = {k: m[k] for k in kept}
         entry["quarantine"] = m["quarantine"]["rows_by_reason"]
         entry["gate"] = {k: v for k, v in m["gate"].items() if k != "seconds"}
         entry["inputs"] = [{k: v for k, v in i.items() if k != "mtime_ns"} for i in m["inputs"]]
+        entry["subject_requests"] = {
+            k: v for k, v in m["subject_requests"].items() if k != "applied"
+        }  # request ids are random
         runs.append(entry)
     return {"files": files, "ledger": ledger_files, "runs": runs}
 
 
 # The incremental cases read the sample several times: run by .ci/run, skipped by -m 'not slow'.
 SLOW = {"late_file_rebuilds_its_day", "reprocess_one_region", "one_source_then_the_rest",
-        "nothing_in_scope"}  # fmt: skip
+        "nothing_in_scope", "an_erasure_is_applied"}  # fmt: skip
 
 
 @pytest.mark.parametrize(
