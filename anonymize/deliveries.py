@@ -97,7 +97,9 @@ class Deliveries:
         return write_atomically(Path(out) / DELIVERIES, json.dumps(body, indent=1) + "\n")
 
     def of(self, recipient: str) -> dict:
-        return self.recipients.setdefault(recipient, {"files": {}, "budget": {}})
+        held = self.recipients.setdefault(recipient, {"files": {}, "budget": {}})
+        held.setdefault("settled", [])
+        return held
 
     def adopt(self, recipient: str, published: Path, spec) -> None:
         """Start the record of a recipient from what is published for it (an output root from
@@ -123,6 +125,7 @@ class Deliveries:
                 versions = held["files"].setdefault(rel, [])
                 if sha not in versions:
                     versions.append(sha)
+            held["settled"] = sorted(set(held["settled"]) | set(todo.get("settled", [])))
             for period, (cost, why) in todo["charges"].items():
                 entry = held["budget"].setdefault(period, {"spent": 0.0, "charges": []})
                 entry["spent"] = round(entry["spent"] + cost, 9)
@@ -136,11 +139,14 @@ def account(
     deliveries: Deliveries,
     published: Path | None,
     must: set[str] = frozenset(),
+    settled: dict[str, list[str]] | None = None,
 ) -> tuple[dict[str, dict], dict[str, dict]]:
     """Apply freeze and budget to the staged releases (see the module docstring).
 
     ``must``: ``date/region`` keys rebuilt for data-subject requests (an erasure, an opt-out):
     they are published even to a frozen release or over the budget (the charge is recorded).
+    ``settled``: per release with ``settle_days``, the ``date/region`` keys it was computed for
+    that are old enough: recorded as delivered (even when every cell is suppressed).
 
     Removes from staging what may not be published and adds to each release's manifest entry
     ``delivery`` (files new, changed, unchanged, frozen partitions) and ``budget`` (per period:
@@ -159,7 +165,7 @@ def account(
         changed = {rel for rel, sha in staged.items() if rel in held["files"]
                    and sha not in held["files"][rel]}  # fmt: skip
         frozen: list[str] = []
-        if spec.freeze:
+        if spec.frozen:
             for rel in sorted(rel for rel in changed if _key(rel) not in must):
                 frozen.append(str(Path(rel).parent.as_posix()))
                 shutil.rmtree(root / Path(rel).parent, ignore_errors=True)
@@ -204,5 +210,7 @@ def account(
                     "published version"
                 )
                 continue
-        pending[recipient] = {"files": staged, "charges": charges}
+        pending[recipient] = {
+            "files": staged, "charges": charges, "settled": (settled or {}).get(name, []),
+        }  # fmt: skip
     return entries, pending

@@ -175,6 +175,14 @@ class ReleaseSpec(BaseModel):
     # A partition the recipient already holds is never published again (later changes are
     # reported in the manifest, not delivered).
     freeze: bool = False
+    # A day is released only once it is older than this many days (late exports have arrived
+    # by then), and is then frozen (as with freeze). 0: released at once.
+    settle_days: int = Field(default=0, ge=0, le=90)
+
+    @property
+    def frozen(self) -> bool:
+        """Whether partitions the recipient holds are never published again."""
+        return self.freeze or self.settle_days > 0
     # Event-level datasets this recipient may receive, with the scope of its pseudonyms.
     events: dict[str, PseudonymScope] = Field(default_factory=dict)
     # The gate refuses the release when more than this share of the people of an event dataset
@@ -598,7 +606,7 @@ def load_policy(path: str | Path | Any) -> Policy:
         if not rel.statistics and not rel.events:
             problems.append(f"releases.{rname}: releases nothing (no statistics, no events)")
         exact = rel.perturbation.method == "none" and not rel.dp.enabled
-        if rel.statistics and exact and not rel.freeze:
+        if rel.statistics and exact and not rel.frozen:
             problems.append(
                 f"releases.{rname}.perturbation: exact counts (method: none) need "
                 "freeze: true, or a day published again (a late export) would tell its "

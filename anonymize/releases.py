@@ -44,7 +44,7 @@ import hashlib
 import hmac
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 
 import polars as pl
@@ -524,6 +524,18 @@ def _write_partitioned(
     return written
 
 
+def settled_before(release: ReleaseSpec, today: date | None) -> date | None:
+    """The first day a release with ``settle_days`` does not release yet (None: no limit).
+
+    >>> spec = ReleaseSpec(recipient="r", k=5, settle_days=2, statistics=("usage_sessions",))
+    >>> settled_before(spec, date(2026, 11, 26))
+    datetime.date(2026, 11, 24)
+    """
+    if not release.settle_days or today is None:
+        return None
+    return today - timedelta(days=release.settle_days)
+
+
 def restricted_scanner(
     restricted: Path,
     extra: list[Path] = (),
@@ -573,14 +585,16 @@ def stage_release(
     earlier: Path | None = None,
     rebuilt: set[str] | None = None,
     exclude: frozenset[str] = frozenset(),
+    today: date | None = None,
 ) -> dict:
     """Compute one release from ``staging/restricted`` into ``staging/shareable/<name>/``.
 
     With DP on, the release also reads ``earlier`` (the published ``restricted/``) for the
     other partitions of the accounting periods the run touches, and writes every partition of
     those periods: the cells whose data did not change come out byte for byte as published.
-    ``rebuilt`` are the ``date/region`` keys the run rebuilt. Returns the release's manifest
-    entry (counts, suppression, perturbation or DP; never a value).
+    ``rebuilt`` are the ``date/region`` keys the run rebuilt. With ``settle_days``, days from
+    ``today`` minus that many days on are left out (``settled_before``). Returns the release's
+    manifest entry (counts, suppression, perturbation or DP; never a value).
     """
     staging = Path(staging)
     restricted = staging / "restricted"
@@ -591,6 +605,12 @@ def stage_release(
         extra = period_files(restricted, earlier, rebuilt or set(), release.dp.period)
 
     scan = restricted_scanner(restricted, extra, exclude, policy)
+    cutoff = settled_before(release, today)
+    if cutoff is not None:  # days not settled yet are not released
+        unsettled = scan
+
+        def scan(dataset: str) -> pl.LazyFrame:
+            return unsettled(dataset).filter(pl.col("date") < cutoff)
     entry: dict = {
         "recipient": release.recipient,
         "key_id": rkeys.key_id,
@@ -624,6 +644,8 @@ def stage_release(
         rows = 0
         for f in files:
             day = f.parent.parent.name.removeprefix("date=")
+            if cutoff is not None and day >= cutoff.isoformat():
+                continue
             period = {"day": day, "month": day[:7], "stable": "stable", "none": ""}[scope]
             frame = pl.read_parquet(f)
             if exclude and cols:  # people who opted out or were erased
@@ -674,6 +696,7 @@ def stage_releases(
     earlier: Path | None = None,
     rebuilt: set[str] | None = None,
     exclude: frozenset[str] = frozenset(),
+    today: date | None = None,
 ) -> dict[str, dict]:
     """Compute the selected releases (all of the policy's when ``names`` is None) into staging.
 
@@ -694,6 +717,7 @@ def stage_releases(
             earlier,
             rebuilt,
             exclude,
+            today,
         )
         for name in chosen
     }

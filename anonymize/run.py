@@ -73,7 +73,7 @@ from anonymize.publish import (
     publish_partitions,
     write_manifest,
 )
-from anonymize.releases import stage_releases
+from anonymize.releases import settled_before, stage_releases
 from anonymize.report import render_markdown, write_report
 from anonymize.stage import FileResult, process_file
 from anonymize.subjects import (
@@ -597,8 +597,9 @@ class Run:
         if self.rekey:
             done.subjects = self._rederive(subjects)
         pending = subjects.pending(self.keyring.key_id)
-        # Work besides new files: requests to apply, partitions past retention.
-        extra = bool(pending or done.purged["partitions"])
+        settling = self.executor.step("settle", self._to_settle, set(batch.affected))
+        # Work besides new files: requests to apply, partitions past retention, days settled.
+        extra = bool(pending or done.purged["partitions"] or settling)
         if not batch.planned and not extra:
             done.status, done.reason = "nothing_published", "the landing zone has no input file"
             if done.ignored:
@@ -618,13 +619,13 @@ class Run:
                     "subject-requests", self._stage_requests, pending, sorted(batch.affected)
                 )
                 done.subjects.update(applied=[r["id"] for r in pending], partitions=forced)
-            rebuilt = sorted(batch.affected | set(forced))
+            rebuilt = sorted(batch.affected | set(forced) | set(settling))
             self.progress.report("release", 0, 1)
             withheld, done.results = self.executor.step("withhold", self._withhold, done.results)
             shas = [r["sha256"] for r in done.results if r["status"] == "processed" and r["sha256"]]
             done.releases = self.executor.step("release", self._release, shas, rebuilt)
             done.releases, done.deliveries = self.executor.step(
-                "account", self._account, done.releases, forced
+                "account", self._account, done.releases, forced, rebuilt
             )
             self.progress.report("gate", 0, 1)
             done.gate = self.executor.step("privacy-gate", self._gate, withheld)
@@ -638,7 +639,7 @@ class Run:
             self.progress.report("publish", 0, 1)
             replaceable = [
                 name for name, e in done.releases.items()
-                if "refused" not in e and not self.policy.releases[name].freeze
+                if "refused" not in e and not self.policy.releases[name].frozen
             ]  # fmt: skip
             done.published = self.executor.step(
                 "publish", self._publish, rebuilt, replaceable, done.deliveries,
@@ -694,7 +695,7 @@ class Run:
         entries = stage_releases(
             self.releases, self.policy, self.keyring, self.staging, input_sha256s,
             earlier=old / "restricted" if old else None, rebuilt=set(affected),
-            exclude=excluded,
+            exclude=excluded, today=run_day(self.run_id),
         )  # fmt: skip
         log = self.executor.logger()
         for name, entry in entries.items():
@@ -706,13 +707,19 @@ class Run:
         return entries
 
     def _account(
-        self, entries: dict[str, dict], forced: list[str]
+        self, entries: dict[str, dict], forced: list[str], rebuilt: list[str]
     ) -> tuple[dict[str, dict], dict[str, dict]]:
         """Freeze and privacy budget against what each recipient already holds (the partitions
-        rebuilt for data-subject requests, ``forced``, are published whatever they say)."""
+        rebuilt for data-subject requests, ``forced``, are published whatever they say); the
+        ``rebuilt`` days a release with ``settle_days`` now gives are recorded as settled."""
+        settled = {}
+        for name in entries:
+            cutoff = settled_before(self.policy.releases[name], run_day(self.run_id))
+            if cutoff is not None:
+                settled[name] = [k for k in rebuilt if k.partition("/")[0] < cutoff.isoformat()]
         entries, pending = account(
             self.staging, self.policy, entries, Deliveries.load(self.out),
-            current_version(self.out), must=set(forced),
+            current_version(self.out), must=set(forced), settled=settled,
         )  # fmt: skip
         log = self.executor.logger()
         for name, entry in entries.items():
@@ -818,12 +825,50 @@ class Run:
         if published is None:
             return []
         everyone = frozenset(p for r in pending for p in r["pseudonyms"])
-        erased = Subjects.load(self.out).pseudonyms(self.keyring.key_id, ("erasure",))
-        keys = partitions_holding(published / "restricted", self.policy, everyone)
+        keys = self._within_retention(
+            partitions_holding(published / "restricted", self.policy, everyone)
+        )
+        self._stage_published(keys - set(affected))
+        return sorted(keys)
+
+    def _within_retention(self, keys: set[str]) -> set[str]:
+        """``keys`` but those past retention (this run purges them, never rebuilds them)."""
         horizon = retention_horizon(self.policy, self.run_id)
-        if horizon is not None:  # past retention: purged by this run, not rebuilt
-            keys = {k for k in keys if k.partition("/")[0] >= horizon.isoformat()}
-        for key in sorted(keys - set(affected)):
+        if horizon is None:
+            return set(keys)
+        return {k for k in keys if k.partition("/")[0] >= horizon.isoformat()}
+
+    def _to_settle(self, affected: set[str]) -> list[str]:
+        """Published partitions old enough for a release with ``settle_days`` that its
+        recipient has not been given yet (nothing new has to arrive for a day to settle)."""
+        published = current_version(self.out)
+        if published is None:
+            return []
+        deliveries = Deliveries.load(self.out)
+        keys = {
+            partition_key(p.relative_to(published).as_posix())
+            for p in published.glob("restricted/*/date=*/region=*")
+        }
+        due: set[str] = set()
+        for name in self.releases or list(self.policy.releases):
+            spec = self.policy.releases[name]
+            cutoff = settled_before(spec, run_day(self.run_id))
+            if cutoff is None:
+                continue
+            held = set(deliveries.recipients.get(spec.recipient, {}).get("settled", []))
+            due |= {k for k in keys - held if k.partition("/")[0] < cutoff.isoformat()}
+        due = self._within_retention(due) - affected
+        self._stage_published(due)
+        return sorted(due)
+
+    def _stage_published(self, keys: set[str]) -> None:
+        """Stage the published partitions of ``keys`` (every dataset), without the rows of
+        erased people, for the releases to be computed from them."""
+        published = current_version(self.out)
+        if published is None:
+            return
+        erased = Subjects.load(self.out).pseudonyms(self.keyring.key_id, ("erasure",))
+        for key in sorted(keys):
             day, _, region = key.partition("/")
             for part in published.glob(f"restricted/*/date={day}/region={region}"):
                 columns = self.policy.datasets[part.parent.parent.name].pseudonym_columns
@@ -841,7 +886,6 @@ class Run:
                             if not k.startswith(b"ARROW")
                         }
                         kept.write_parquet(target / f.name, metadata=meta, **PARQUET_OPTIONS)
-        return sorted(keys)
 
     def _rederive(self, subjects: Subjects) -> dict:
         """A key rotation: the requests under the previous key, with the new pseudonyms of the

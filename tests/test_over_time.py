@@ -446,3 +446,48 @@ def test_rekey_rebuilds_everything_under_the_new_key_and_says_so(tmp_path, polic
     # The next run with the new key is an ordinary one.
     assert _run(landing, out, policy, key_b, "c")["status"] == "up_to_date"
     assert (out / DELIVERIES).exists()
+
+
+# --- settling: a day released once it is old enough, then frozen ----------------------------
+
+
+def test_a_day_is_released_once_settled_and_never_again(tmp_path, dev_keyring):
+    """settle_days: 2: a day reaches the recipient only when it is more than two days old (a
+    run with nothing new publishes it), and a late export after that changes restricted data
+    only."""
+    policy = _policy(
+        tmp_path, {"s": {"recipient": "s", "k": 10, "statistics": ["usage_sessions"],
+                         "settle_days": 2}},
+    )  # fmt: skip
+    landing, out = tmp_path / "landing", tmp_path / "out"
+    generate_lync(landing, seed=12, rows=9000, days=3, people=500, voip=False)
+    folder, late = _split_late(landing, 0.03)
+    stat = out / "shareable" / "s" / "usage_sessions"
+
+    def days() -> list[str]:
+        return sorted(p.name for p in stat.iterdir()) if stat.exists() else []
+
+    def snapshot() -> dict[str, bytes]:
+        return {p.relative_to(stat).as_posix(): p.read_bytes() for p in stat.rglob("*.parquet")}
+
+    assert _run(landing, out, policy, dev_keyring, "20261125T010000Z-000001")["status"] == (
+        "published"
+    )
+    assert days() == []  # 23 to 25: none older than two days on the 25th
+    report = _run(landing, out, policy, dev_keyring, "20261126T010000Z-000002")
+    assert report["status"] == "published"  # nothing new: the 23rd settled
+    assert days() == ["date=2026-11-23"]
+    first = snapshot()
+    assert _run(landing, out, policy, dev_keyring, "20261126T020000Z-000003")["status"] == (
+        "up_to_date"
+    )
+    _run(landing, out, policy, dev_keyring, "20261127T010000Z-000004")
+    assert days() == ["date=2026-11-23", "date=2026-11-24"]
+    assert {k: v for k, v in snapshot().items() if "11-23" in k} == first
+
+    # The late export of the 23rd: restricted takes it, the recipient keeps its version.
+    (folder / "SessionDetailsView-late.csv").write_text(late)
+    report = _run(landing, out, policy, dev_keyring, "20261127T020000Z-000005")
+    assert report["status"] == "published"
+    assert report["releases"]["s"]["delivery"]["frozen"]
+    assert {k: v for k, v in snapshot().items() if "11-23" in k} == first
