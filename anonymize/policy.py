@@ -183,6 +183,7 @@ class ReleaseSpec(BaseModel):
     def frozen(self) -> bool:
         """Whether partitions the recipient holds are never published again."""
         return self.freeze or self.settle_days > 0
+
     # Event-level datasets this recipient may receive, with the scope of its pseudonyms.
     events: dict[str, PseudonymScope] = Field(default_factory=dict)
     # The gate refuses the release when more than this share of the people of an event dataset

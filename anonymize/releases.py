@@ -611,6 +611,7 @@ def stage_release(
 
         def scan(dataset: str) -> pl.LazyFrame:
             return unsettled(dataset).filter(pl.col("date") < cutoff)
+
     entry: dict = {
         "recipient": release.recipient,
         "key_id": rkeys.key_id,
