@@ -485,7 +485,23 @@ def status(
         if days
         else None,
         "has_work": batch.has_work,
+        "key_id": ledger.key_id,
     }
+    try:
+        from anonymize.deliveries import Deliveries
+        from anonymize.subjects import Subjects
+
+        requests = Subjects.load(out).requests
+        budgets = {
+            recipient: {period: b["spent"] for period, b in held.get("budget", {}).items()}
+            for recipient, held in Deliveries.load(out).recipients.items()
+            if held.get("budget")
+        }
+    except CdranonError as exc:
+        _fail(EXIT_REFUSED_TO_START, str(exc))
+    report["pending_requests"] = [r["id"] for r in requests if r["state"] == "pending"]
+    report["dp_spent"] = budgets  # epsilon per recipient and period
+    report["has_work"] = batch.has_work or bool(report["pending_requests"])
     if as_json:
         sys.stdout.write(json.dumps(report, indent=1) + "\n")
         return
@@ -511,7 +527,15 @@ def status(
     ):
         for line in lines:
             out_console.print(f"{label}: {safe_text(line)}", highlight=False, soft_wrap=True)
-    if not batch.has_work:
+    if report["pending_requests"]:
+        out_console.print(
+            f"data-subject requests pending: {', '.join(report['pending_requests'])} (the next "
+            "run applies them)"
+        )
+    for recipient, periods in budgets.items():
+        spent = ", ".join(f"{p}: {e}" for p, e in sorted(periods.items())[-3:])
+        out_console.print(f"DP epsilon given to {recipient}: {spent}")
+    if not report["has_work"]:
         out_console.print("nothing new: the next run has nothing to do")
 
 
@@ -633,7 +657,21 @@ IdOption = Annotated[
 @app.command()
 def forget(
     out: OutOption,
-    ident: IdOption,
+    ident: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--id",
+            help="An identifier of the person as they give it: SIP address, email, phone "
+            "number in any form, Connect login. Repeat for each one.",
+        ),
+    ] = None,
+    id_file: Annotated[
+        Path | None,
+        typer.Option(
+            help="A file with one identifier per line ('-': standard input), so that they "
+            "stay out of the shell history and the process list."
+        ),
+    ] = None,
     reason: Annotated[
         str,
         typer.Option(
@@ -659,6 +697,12 @@ def forget(
 
     if reason not in ("erasure", "opt-out"):
         _fail(EXIT_REFUSED_TO_START, f"--reason is erasure or opt-out, not {safe_text(reason)}")
+    ident = list(ident or [])
+    if id_file is not None:
+        text = sys.stdin.read() if str(id_file) == "-" else id_file.read_text(encoding="utf-8")
+        ident += [line.strip() for line in text.splitlines() if line.strip()]
+    if not ident:
+        _fail(EXIT_REFUSED_TO_START, "name the person: --id IDENT (repeat) or --id-file FILE")
     if apply and landing is None:
         _fail(EXIT_REFUSED_TO_START, "--apply needs --landing (the run reads the landing zone)")
     loaded, keyring = _subject_context(policy, dev_key)

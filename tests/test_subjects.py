@@ -302,3 +302,30 @@ def test_retention_purges_exactly_the_old_partitions_and_quarantines(tmp_path, w
     report = _run(landing, out, policy, dev_keyring, "20261127T020000Z-dddddd", reprocess=True)
     assert not (out / "restricted" / "lync_sessions" / "date=2026-11-23").exists()
     assert report["status"] == "published"
+
+
+def test_identifiers_from_standard_input_and_the_status_of_pending_requests(
+    tmp_path, world, dev_keyring
+):
+    """Identifiers can stay out of the shell history; `status` says the next run has work."""
+    landing, w = world
+    out = tmp_path / "out"
+    person = w.people[5]
+    result = runner.invoke(
+        app, ["forget", "--out", str(out), "--id-file", "-", "--dev-key"],
+        input=f"{person.sip}\n\n{person.phone}\n",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    (request,) = Subjects.load(out).requests
+    policy = load_policy(DEFAULT_POLICY)
+    both = set(pseudonyms_of(person.sip, dev_keyring, policy)) | set(
+        pseudonyms_of(person.phone, dev_keyring, policy)
+    )
+    assert set(request["pseudonyms"]) == both
+    status = runner.invoke(app, ["status", "--landing", str(landing), "--out", str(out), "--json"])
+    body = json.loads(status.output)
+    assert body["pending_requests"] == [request["id"]]
+    assert body["has_work"] is True
+    nobody = runner.invoke(app, ["forget", "--out", str(out), "--dev-key"])
+    assert nobody.exit_code == 2
+    assert "--id-file" in nobody.output
