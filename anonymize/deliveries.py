@@ -77,15 +77,17 @@ class Deliveries:
     recipients: dict[str, dict] = field(default_factory=dict)
 
     @classmethod
-    def load(cls, out: Path) -> Deliveries:
+    def load(cls, out: Path, published: Path | None = None, policy=None) -> Deliveries:
+        """The ledger of ``out``; with the ``published`` version and the ``policy``, a
+        recipient it does not know yet starts from what is published for it (``adopt``)."""
         path = Path(out) / DELIVERIES
         if not path.exists():
-            return cls()
+            return cls()._adopted(published, policy)
         try:
             body = json.loads(path.read_text())
             if body.get("version") != DELIVERIES_VERSION:
                 raise ValueError("version")
-            return cls(dict(body["recipients"]))
+            return cls(dict(body["recipients"]))._adopted(published, policy)
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
             raise InputError(
                 f"the delivery ledger {path} cannot be read; restore it from a backup (without "
@@ -100,6 +102,12 @@ class Deliveries:
         held = self.recipients.setdefault(recipient, {"files": {}, "budget": {}})
         held.setdefault("settled", [])
         return held
+
+    def _adopted(self, published: Path | None, policy) -> Deliveries:
+        if published is not None and policy is not None:
+            for name, spec in policy.releases.items():
+                self.adopt(spec.recipient, Path(published) / SHAREABLE / name, spec)
+        return self
 
     def adopt(self, recipient: str, published: Path, spec) -> None:
         """Start the record of a recipient from what is published for it (an output root from
@@ -137,7 +145,6 @@ def account(
     policy,
     entries: dict[str, dict],
     deliveries: Deliveries,
-    published: Path | None,
     must: set[str] = frozenset(),
     settled: dict[str, list[str]] | None = None,
 ) -> tuple[dict[str, dict], dict[str, dict]]:
@@ -158,8 +165,6 @@ def account(
         spec = policy.releases[name]
         recipient = spec.recipient
         root = Path(staging) / SHAREABLE / name
-        if published is not None:
-            deliveries.adopt(recipient, Path(published) / SHAREABLE / name, spec)
         held = deliveries.of(recipient)
         staged = release_files(root)
         changed = {rel for rel, sha in staged.items() if rel in held["files"]
@@ -171,12 +176,11 @@ def account(
                 shutil.rmtree(root / Path(rel).parent, ignore_errors=True)
                 del staged[rel]
             changed = {rel for rel in changed if _key(rel) in must}
+        new = sum(rel not in held["files"] for rel in staged)
         entry["delivery"] = {
-            "new": sum(rel not in held["files"] for rel in staged),
+            "new": new,
             "changed": len(changed),
-            "unchanged": len(staged)
-            - len(changed)
-            - sum(rel not in held["files"] for rel in staged),
+            "unchanged": len(staged) - len(changed) - new,
             "frozen": sorted(set(frozen)),
         }
         charges: dict[str, tuple[float, str]] = {}

@@ -280,9 +280,8 @@ def _cells(
     )
 
 
-def _perturbed(cells: pl.DataFrame, measures: tuple[str, ...], spec) -> pl.DataFrame:
+def _perturbed(cells: pl.DataFrame, measures: tuple[str, ...], spec, table: PTable) -> pl.DataFrame:
     """Cells with every count perturbed by the cell key method (``anonymize.perturbation``)."""
-    table = PTable(spec.max_perturbation, spec.sigma)
     out = [(pl.col("people") + table.lookup(as_unit(pl.col("__key_people")))).alias("people")]
     for i, m in enumerate(measures, start=1):
         v = table.lookup(as_unit(pl.col(f"__key_{m}"), i))
@@ -389,12 +388,13 @@ def compute_statistic(
         report.dominated = cells.filter(keep & pl.col("__dominated").is_not_null()).height
         keep = keep & pl.col("__dominated").is_null()
     cells = cells.with_columns(keep.alias("__keep"))
+    ptable = PTable(release.perturbation.max_perturbation, release.perturbation.sigma)
     if perturb:  # k applies to the true count and to the published one
-        cells = _perturbed(cells, stat.measures, release.perturbation)
+        cells = _perturbed(cells, stat.measures, release.perturbation, ptable)
         cells = cells.with_columns(pl.col("__keep") & (pl.col("people") >= release.k))
-        report.perturbation = PTable(
-            release.perturbation.max_perturbation, release.perturbation.sigma
-        ).describe() | {"magnitude_scale": release.perturbation.magnitude_scale}
+        report.perturbation = ptable.describe() | {
+            "magnitude_scale": release.perturbation.magnitude_scale
+        }
     internal = [c for c in cells.columns if c.startswith("__")]
     published = cells.filter(pl.col("__keep")).drop(internal)
     suppressed = cells.filter(~pl.col("__keep"))
@@ -416,7 +416,6 @@ def compute_statistic(
             .collect(engine="streaming")
         )
         if perturb:
-            ptable = PTable(release.perturbation.max_perturbation, release.perturbation.sigma)
             published_people = published_people.with_columns(
                 pl.col("people") + ptable.lookup(as_unit(pl.col("__key_people")))
             )

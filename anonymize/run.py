@@ -718,8 +718,8 @@ class Run:
             if cutoff is not None:
                 settled[name] = [k for k in rebuilt if k.partition("/")[0] < cutoff.isoformat()]
         entries, pending = account(
-            self.staging, self.policy, entries, Deliveries.load(self.out),
-            current_version(self.out), must=set(forced), settled=settled,
+            self.staging, self.policy, entries, self._deliveries(), must=set(forced),
+            settled=settled,
         )  # fmt: skip
         log = self.executor.logger()
         for name, entry in entries.items():
@@ -762,7 +762,7 @@ class Run:
                 for p in old.glob("restricted/*/date=*/region=*")
             }
         # Charged and recorded before the swap: a crash in between over-charges, never under.
-        ledger = Deliveries.load(self.out)
+        ledger = self._deliveries()
         ledger.record(deliveries, self.run_id)
         ledger.save(self.out)
         published = publish_partitions(
@@ -771,6 +771,10 @@ class Run:
         )  # fmt: skip
         self.executor.logger().info("published %d partition(s)", len(published))
         return published
+
+    def _deliveries(self) -> Deliveries:
+        """The delivery ledger, with what an output root from before it had published."""
+        return Deliveries.load(self.out, current_version(self.out), self.policy)
 
     def _event_datasets(self) -> set[str]:
         """``<release>/<dataset>`` of the event datasets of releases (they hold pseudonyms)."""
@@ -867,7 +871,8 @@ class Run:
         published = current_version(self.out)
         if published is None:
             return
-        erased = Subjects.load(self.out).pseudonyms(self.keyring.key_id, ("erasure",))
+        # The run's own list: on a key rotation it holds the new key's pseudonyms already.
+        erased = self._subjects.pseudonyms(self.keyring.key_id, ("erasure",))
         for key in sorted(keys):
             day, _, region = key.partition("/")
             for part in published.glob(f"restricted/*/date={day}/region={region}"):
