@@ -46,10 +46,9 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Literal
 
-import phonenumbers
 import polars as pl
 
-from anonymize.identifiers import normalize_identifier, normalize_phone
+from anonymize.identifiers import normalize_identifier, normalize_phone, parsed_phone
 from anonymize.vocabulary import BROWSER_FAMILIES, OS_FAMILIES, is_vocabulary_word
 from anonymize.web import (
     DEFAULT_WEB,
@@ -183,15 +182,13 @@ def _phone_forms(text: str, out: set[str], region: str = "US") -> None:
     e164 = normalize_phone(text, region).split(";", 1)[0]
     if e164.startswith("+"):
         out.add("tel:" + e164[1:])
-        try:
-            num = phonenumbers.parse(e164, None)
+        num = parsed_phone(e164, region)
+        if num is not None:
             national = str(num.national_number)
             if len(national) >= 7:
                 out.add("tel:" + national)
                 if num.country_code != 1:  # written with the trunk prefix: 020 7946 0000
                     out.add("tel:0" + national)
-        except phonenumbers.NumberParseException:
-            pass
 
 
 def _embedded_forms(text: str, vocab: WebVocabulary, out: set[str]) -> None:
@@ -418,9 +415,15 @@ class Canaries:
         return self.table.height
 
     def hash_forms(self, forms: Iterable[str]) -> pl.DataFrame:
-        rows = sorted({(_digest(self.key, f), f.split(":", 1)[0]) for f in forms})
-        return pl.DataFrame(
-            {"h": [h for h, _ in rows], "kind": [k for _, k in rows]}, schema=SCHEMA
+        forms = list(forms)
+        key = self.key
+        return (
+            pl.DataFrame(
+                {"h": [_digest(key, f) for f in forms], "kind": [f[: f.find(":")] for f in forms]},
+                schema=SCHEMA,
+            )
+            .unique()
+            .sort("h", "kind")
         )
 
     def matches(self, values: Sequence[str], free_text: bool = False) -> list[str | None]:
@@ -443,14 +446,40 @@ class Canaries:
         return found
 
 
+class Collector:
+    """Collects the hashed canary forms of one file's raw columns, batch by batch.
+
+    A value is turned into forms once per file and a form is hashed once: each call returns the
+    forms of the values the earlier batches did not hold (the union over the calls is what
+    ``collect`` of the whole file would give).
+    """
+
+    def __init__(self, columns: dict[str, Hint], canaries: Canaries, vocab: WebVocabulary) -> None:
+        self.columns, self.canaries, self.vocab = columns, canaries, vocab
+        self._seen: dict[str, pl.Series] = {}
+        self._hashed: set[str] = set()
+
+    def __call__(self, frame: pl.DataFrame) -> pl.DataFrame:
+        forms: set[str] = set()
+        for col, hint in self.columns.items():
+            if col not in frame.columns or frame.schema[col] != pl.String:
+                continue
+            values = frame.get_column(col).drop_nulls().unique()
+            seen = self._seen.get(col)
+            if seen is not None:
+                values = values.filter(~values.is_in(seen.implode()))
+                self._seen[col] = pl.concat([seen, values])
+            else:
+                self._seen[col] = values
+            for v in values.to_list():
+                forms.update(canary_forms(v, hint, self.vocab))
+        forms -= self._hashed
+        self._hashed |= forms
+        return self.canaries.hash_forms(forms)
+
+
 def collect(
     frame: pl.DataFrame, columns: dict[str, Hint], canaries: Canaries, vocab: WebVocabulary
 ) -> pl.DataFrame:
     """The hashed forms (``h``, ``kind``) of the distinct values of the given raw columns."""
-    forms: set[str] = set()
-    for col, hint in columns.items():
-        if col not in frame.columns or frame.schema[col] != pl.String:
-            continue
-        for v in frame[col].drop_nulls().unique().to_list():
-            forms |= canary_forms(v, hint, vocab)
-    return canaries.hash_forms(forms)
+    return Collector(columns, canaries, vocab)(frame)

@@ -11,7 +11,7 @@ import json
 import os
 import re
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -22,6 +22,7 @@ from rich.table import Table
 
 from anonymize import __version__
 from anonymize.errors import CdranonError, NotPublished, RunRefused, safe_text
+from flows.server import ServerStartError
 
 if TYPE_CHECKING:
     from anonymize.run import RunParams
@@ -168,11 +169,21 @@ def run(
         reprocess=reprocess,
         rekey=rekey,
     )
-    from flows.nightly import flow_for
-
+    wait_for_server = _start_embedded_server()
     try:
+        from flows.nightly import flow_for
+
         with _progress_bar():
+            wait_for_server()
             summary = flow_for(dask_address)(params)
+    except ServerStartError as exc:
+        home = os.environ.get("PREFECT_HOME", "~/.prefect")
+        _fail(
+            EXIT_NOT_PUBLISHED,
+            f"nothing was published: {exc}; check that PREFECT_HOME ({home}) can be written, "
+            "raise PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS, or set PREFECT_API_URL to "
+            "use a running server",
+        )
     except NotPublished as exc:  # the run's summary says why: printed below, then exit 1
         summary = exc.summary
     except RunRefused as exc:
@@ -189,6 +200,21 @@ def run(
         _fail(EXIT_NOT_PUBLISHED, f"nothing was published: {summary['reason']}")
     if strict and summary["refused"]:
         _fail(EXIT_STRICT, f"{len(summary['refused'])} input file(s) were refused (--strict)")
+
+
+def _start_embedded_server() -> Callable[[], None]:
+    """Start the run's temporary Prefect server now, before Prefect is imported (see
+    ``flows.server``); return the function that waits until it answers. It stops when the
+    process exits, after Prefect has sent its last logs. Nothing to do when a server is
+    configured, or when Prefect is already imported (it then starts its own, as it always did).
+    """
+    from flows.server import TemporaryServer, configured_api_url
+
+    if "prefect" in sys.modules or configured_api_url():
+        return lambda: None
+    server = TemporaryServer(float(os.environ["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"]))
+    server.start()
+    return server.wait
 
 
 def _server_failure(message: str) -> str:

@@ -75,15 +75,22 @@ def normalize_phone(value: str, default_region: str = "US") -> str:
 
 
 @lru_cache(maxsize=1 << 18)
+def parsed_phone(number: str, default_region: str = "US") -> phonenumbers.PhoneNumber | None:
+    """``phonenumbers.parse`` of a number, cached (do not change the result); None when it does
+    not parse. A number written with ``+`` parses the same whatever the region."""
+    try:
+        return phonenumbers.parse(number, default_region)
+    except phonenumbers.NumberParseException:
+        return None
+
+
+@lru_cache(maxsize=1 << 18)
 def _e164(number: str, default_region: str) -> tuple[str, str]:
     """(E.164 form, extension) of a number without parameters; digits only when unparseable."""
-    try:
-        num = phonenumbers.parse(number, default_region)
-        if phonenumbers.is_possible_number(num):
-            e164 = phonenumbers.format_number(num, phonenumbers.PhoneNumberFormat.E164)
-            return e164, num.extension or ""
-    except phonenumbers.NumberParseException:
-        pass
+    num = parsed_phone(number, default_region)
+    if num is not None and phonenumbers.is_possible_number(num):
+        e164 = phonenumbers.format_number(num, phonenumbers.PhoneNumberFormat.E164)
+        return e164, num.extension or ""
     digits = re.sub(r"\D", "", number)
     return ("+" if number.lstrip().startswith("+") else "") + digits, ""
 

@@ -17,13 +17,14 @@ import hashlib
 import json
 import shutil
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import date
 from pathlib import Path
 
 import polars as pl
 
-from anonymize.canaries import Canaries, Hint, canary_key, collect
+from anonymize.canaries import Canaries, Collector, Hint, canary_key
 from anonymize.contracts import Contract, all_contracts, load_contract, load_output_schema
 from anonymize.errors import (
     CdranonError,
@@ -375,8 +376,7 @@ def _write_canaries(frames: list[pl.DataFrame], staging: Path, file_tag: str) ->
 def _canary_collector(contract: Contract, ds: DatasetPolicy | None, ctx: OpContext):
     """A function from a raw batch to its hashed canary forms."""
     columns = canary_columns(contract, ds)
-    canaries = Canaries(canary_key(ctx.keyring))
-    return lambda frame: collect(frame, columns, canaries, ctx.web)
+    return Collector(columns, Canaries(canary_key(ctx.keyring)), ctx.web)
 
 
 def _inputs_digest(sha256: str, contract: Contract) -> str:
@@ -562,63 +562,67 @@ def _process_batches(
 
     collect_canaries = _canary_collector(contract, ds, ctx)
     canaries: list[pl.DataFrame] = []
-    for i, batch in enumerate(prefetch(reader.batches(policy.batch_rows))):
-        result.rows_read += batch.rows_read
-        canaries.append(collect_canaries(batch.frame))
-        typed = type_frame(contract, batch.frame, order).with_columns(
-            pl.col(date_col).dt.date().alias("__date"), region.alias("__region")
-        )
-        reasons = typed.select(
-            pl.coalesce(
-                pl.col(REASON),
-                pl.when(pl.col("__region").is_null()).then(pl.lit("unmapped_pool")),
+    # The canaries (Python over distinct values) are collected in a thread while this one runs
+    # the batch's polars work, which releases the GIL: on two cores they cost little wall time.
+    with ThreadPoolExecutor(1, thread_name_prefix="canaries") as pool:
+        for i, batch in enumerate(prefetch(reader.batches(policy.batch_rows))):
+            result.rows_read += batch.rows_read
+            collecting = pool.submit(collect_canaries, batch.frame)
+            typed = type_frame(contract, batch.frame, order).with_columns(
+                pl.col(date_col).dt.date().alias("__date"), region.alias("__region")
             )
-        ).to_series()
-        quarantined += _write_quarantine(
-            batch.frame, reasons, batch, qdir / f"{file_tag}-{i:05d}.parquet"
-        )
-        good = typed.filter(reasons.is_null())
-        if skip is not None and good.height:
-            before = good.height
-            good = good.join(skip, on=key_cols, how="anti", maintain_order="left")
-            if before - good.height:
-                filtered["duplicate_session"] += before - good.height
-        for ex in excludes:
-            hit = (pl.col(ex.column).fill_null(0) & ex.bits) != 0
-            n = good.select(hit.sum()).item()
-            if n:
-                filtered[ex.reason] += n
-                good = good.filter(~hit)
-        if key_cols and good.height:
-            keys_out.append(good.select(key_cols))
-        if companions is None:
-            out = good.select([*rule_exprs, pl.col("__date"), pl.col("__region")])
-        else:
-            keyed = good.select([*rule_exprs, *key_cols, pl.col("__date"), pl.col("__region")])
-            out = keyed.join(
-                companions, on=key_cols, how="left", maintain_order="left", suffix="__c"
+            reasons = typed.select(
+                pl.coalesce(
+                    pl.col(REASON),
+                    pl.when(pl.col("__region").is_null()).then(pl.lit("unmapped_pool")),
+                )
+            ).to_series()
+            quarantined += _write_quarantine(
+                batch.frame, reasons, batch, qdir / f"{file_tag}-{i:05d}.parquet"
             )
+            good = typed.filter(reasons.is_null())
+            if skip is not None and good.height:
+                before = good.height
+                good = good.join(skip, on=key_cols, how="anti", maintain_order="left")
+                if before - good.height:
+                    filtered["duplicate_session"] += before - good.height
+            for ex in excludes:
+                hit = (pl.col(ex.column).fill_null(0) & ex.bits) != 0
+                n = good.select(hit.sum()).item()
+                if n:
+                    filtered[ex.reason] += n
+                    good = good.filter(~hit)
+            if key_cols and good.height:
+                keys_out.append(good.select(key_cols))
+            if companions is None:
+                out = good.select([*rule_exprs, pl.col("__date"), pl.col("__region")])
+            else:
+                keyed = good.select([*rule_exprs, *key_cols, pl.col("__date"), pl.col("__region")])
+                out = keyed.join(
+                    companions, on=key_cols, how="left", maintain_order="left", suffix="__c"
+                )
+                out = out.with_columns(
+                    pl.coalesce(pl.col(c), pl.col(f"{c}__c")).alias(c)
+                    for c in companions.columns
+                    if f"{c}__c" in out.columns
+                )
+            missing = [c for c in out_schema.columns if c not in out.columns]
             out = out.with_columns(
-                pl.coalesce(pl.col(c), pl.col(f"{c}__c")).alias(c)
-                for c in companions.columns
-                if f"{c}__c" in out.columns
+                pl.lit(None, dtype=out_schema.polars_schema[c]).alias(c) for c in missing
             )
-        missing = [c for c in out_schema.columns if c not in out.columns]
-        out = out.with_columns(
-            pl.lit(None, dtype=out_schema.polars_schema[c]).alias(c) for c in missing
-        )
-        out = _drop_forgotten(out, ds, ctx, filtered)
-        for (day, reg), part in out.partition_by(
-            ["__date", "__region"], as_dict=True, maintain_order=True
-        ).items():
-            pdir = f"restricted/{ds.name}/date={day.isoformat()}/region={reg}"
-            partitions.add(pdir)
-            target = work / pdir / f"part-{file_tag}-{i:05d}.parquet"
-            target.parent.mkdir(parents=True, exist_ok=True)
-            part.select(out_columns).cast(out_types).write_parquet(
-                target, metadata=meta, **PARQUET_OPTIONS
-            )
-        result.rows_published += out.height
+            out = _drop_forgotten(out, ds, ctx, filtered)
+            for (day, reg), part in out.partition_by(
+                ["__date", "__region"], as_dict=True, maintain_order=True
+            ).items():
+                pdir = f"restricted/{ds.name}/date={day.isoformat()}/region={reg}"
+                partitions.add(pdir)
+                target = work / pdir / f"part-{file_tag}-{i:05d}.parquet"
+                target.parent.mkdir(parents=True, exist_ok=True)
+                part.select(out_columns).cast(out_types).write_parquet(
+                    target, metadata=meta, **PARQUET_OPTIONS
+                )
+            result.rows_published += out.height
+            canaries.append(collecting.result())
 
     order.check_decided()
     _write_canaries(canaries, work, file_tag)

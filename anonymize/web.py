@@ -47,6 +47,9 @@ from anonymize.vocabulary import (
 # --- addresses ------------------------------------------------------------------------------
 
 
+_IP_TEXT = re.compile(r"[0-9A-Fa-f.:]{2,45}")
+
+
 def parse_ip(value: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     """One address as servers log it: brackets (``[::1]``), a port (``192.0.2.7:51234``), an
     IPv6 zone (``fe80::1%eth0``); IPv4-mapped IPv6 as IPv4. None when it is no address."""
@@ -56,6 +59,8 @@ def parse_ip(value: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None
     elif v.count(":") == 1:  # IPv4 with a port
         v = v.split(":", 1)[0]
     v = v.split("%", 1)[0]
+    if not _IP_TEXT.fullmatch(v):  # most values are no address: answer before ipaddress does
+        return None
     try:
         ip = ipaddress.ip_address(v)
     except ValueError:

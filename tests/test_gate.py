@@ -286,3 +286,22 @@ def test_a_restricted_metadata_finding_cannot_be_withheld_and_refuses(clean_run,
     assert {(f["area"], f["detector"]) for f in entry["systemic"]} >= {("metadata", "canary")}
     gate = run_gate(staging, policy, canaries.key, entry)  # ... so the release is refused
     assert gate["verdict"] == "refused"
+
+
+def test_canaries_collected_batch_by_batch_are_those_of_the_whole_file():
+    """The reader's collector turns each value and hashes each form once per file: the union of
+    its batches must be exactly what one pass over the whole file gives."""
+    from anonymize.canaries import Canaries, Collector, collect
+    from anonymize.web import DEFAULT_WEB
+
+    path = sorted(SAMPLE.glob("lync/**/SessionDetailsView*.csv"))[0]
+    frame = pl.read_csv(path, infer_schema=False, null_values="NULL")
+    columns = {"FromUri": "plain", "ToUri": "plain", "ReferredByUri": "plain"}
+    canaries = Canaries(b"k" * 32)
+    whole = collect(frame, columns, canaries, DEFAULT_WEB)
+    collector = Collector(columns, canaries, DEFAULT_WEB)
+    size = max(1, frame.height // 7)
+    batches = [collector(frame.slice(i, size)) for i in range(0, frame.height, size)]
+    assert whole.height > 100
+    assert sum(b.height for b in batches) == whole.height  # no form hashed twice
+    assert pl.concat(batches).sort("h", "kind").equals(whole)
