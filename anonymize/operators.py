@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import fnmatch
 import re
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime  # noqa: F401 - datetime is used by the doctest above
@@ -93,7 +94,7 @@ class OpContext:
     # Join sources of the run: contract name -> frame (key, pseudonym). Set per file.
     lookups: dict[str, pl.DataFrame] = field(default_factory=dict, repr=False)
     _keys: dict[str, bytes] = field(default_factory=dict, repr=False)
-    _caches: dict[str, dict[Any, Any]] = field(default_factory=dict, repr=False)
+    _caches: dict[str, Memo] = field(default_factory=dict, repr=False)
 
     def key_for(self, kind: str) -> bytes:
         """The derived pseudonym key of one identifier kind in this context's scope."""
@@ -101,8 +102,8 @@ class OpContext:
             self._keys[kind] = self.keyring.derive(f"pseudonym/{self.scope}/{kind}")
         return self._keys[kind]
 
-    def cache(self, name: str) -> dict[Any, Any]:
-        return self._caches.setdefault(name, {})
+    def cache(self, name: str) -> Memo:
+        return self._caches.setdefault(name, Memo())
 
     def __reduce__(self):
         raise TypeError("an OpContext holds keys and cannot be pickled or persisted")
@@ -145,35 +146,51 @@ def register(
     return deco
 
 
+class Memo:
+    """The results of one function over the distinct values it met, kept across batches (and
+    files) of a run as a frame ``k -> v``; ``map_unique`` adds to it under its lock."""
+
+    def __init__(self) -> None:
+        self.frame: pl.DataFrame | None = None
+        self.lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return 0 if self.frame is None else self.frame.height
+
+
 def map_unique(
     expr: pl.Expr,
     fn: Callable[[Any], Any],
     *,
     return_dtype: pl.DataType,
-    cache: dict[Any, Any] | None = None,
+    cache: Memo | None = None,
 ) -> pl.Expr:
     """Apply a Python function to the unique non-null values of a column only, then map back.
 
-    ``cache`` (a dict) keeps results across batches, so each distinct value meets ``fn`` once
-    per run.
+    ``cache`` keeps results across batches, so each distinct value meets ``fn`` once per run;
+    a batch's values are matched against it by a join, and only the new ones reach Python.
     """
-    memo: dict[Any, Any] = {} if cache is None else cache
+    memo = Memo() if cache is None else cache
 
     def _apply(s: pl.Series) -> pl.Series:
-        uniq = s.unique().drop_nulls()
+        uniq = s.drop_nulls().unique()
         if uniq.len() == 0:
             return pl.Series(s.name, [None] * s.len(), dtype=return_dtype)
-        values = uniq.to_list()
-        todo = [v for v in values if v not in memo]
-        for v in todo:
-            memo[v] = fn(v)
-        lookup = pl.DataFrame(
-            {"k": uniq, "v": pl.Series([memo[v] for v in values], dtype=return_dtype)}
-        )
+        # Columns of one frame can share a memo and polars may run them in parallel: one at
+        # a time, so that no value is added twice (a left join must find one row per key).
+        with memo.lock:
+            known = memo.frame
+            todo = uniq if known is None else uniq.filter(~uniq.is_in(known["k"].implode()))
+            if todo.len():
+                new = pl.DataFrame(
+                    {"k": todo, "v": pl.Series([fn(v) for v in todo.to_list()], dtype=return_dtype)}
+                )
+                memo.frame = new if known is None else pl.concat([known, new])
+            table = memo.frame
         # A left join maps values back (faster than replace_strict, and works for list values).
         return (
             s.to_frame("k")
-            .join(lookup, on="k", how="left", maintain_order="left")
+            .join(table, on="k", how="left", maintain_order="left")
             .get_column("v")
             .alias(s.name)
         )

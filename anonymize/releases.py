@@ -54,7 +54,7 @@ from anonymize.contracts import load_output_schema
 from anonymize.identifiers import pseudonym
 from anonymize.keys import KeyRing
 from anonymize.layout import PARQUET_OPTIONS, SHAREABLE
-from anonymize.operators import map_unique
+from anonymize.operators import Memo, map_unique
 from anonymize.perturbation import (
     KeyedStream,
     PTable,
@@ -203,14 +203,30 @@ def _accuracy(scale: float, integer: bool) -> float:
     return float(dp.laplacian_scale_to_accuracy(scale, 0.05))
 
 
+_FIXED = 1_000_000  # millionths: a float measure (minutes) is summed as an integer count of them
+
+
+def _total(column: str, dtype: pl.DataType) -> pl.Expr:
+    """The sum of a measure, the same whatever the order of its rows.
+
+    Polars sums in parallel, in any order, and float sums depend on it: a cell's minutes (and
+    the perturbation keyed on them) would change from one rerun to the next. A float measure is
+    summed as an integer number of millionths, exactly.
+    """
+    if dtype.is_float():
+        return ((pl.col(column) * _FIXED).round().cast(pl.Int64).sum() / _FIXED).alias(column)
+    return pl.col(column).sum()
+
+
 def _dominated(
     facts: pl.LazyFrame, keys: list[str], rules: tuple[DominanceRule, ...]
 ) -> pl.DataFrame:
     """The cells (``keys``) where a dominance rule holds: the ``n`` people who give the most
     minutes give more than ``max_share`` of the cell's minutes."""
+    millionths = (pl.col("minutes") * _FIXED).round().cast(pl.Int64)  # exact sums (_total)
     per_person = (
         facts.group_by([*keys, OWNER])
-        .agg(pl.col("minutes").sum().alias("__m"))
+        .agg(millionths.sum().alias("__m"))
         .with_columns(
             pl.col("__m").rank("ordinal", descending=True).over(keys).alias("__rank"),
             pl.col("__m").sum().over(keys).alias("__total"),
@@ -238,7 +254,7 @@ class _RecordKeys:
 
     def __init__(self, keyring: KeyRing) -> None:
         self._keys = (keyring.derive("cellkey/record/a"), keyring.derive("cellkey/record/b"))
-        self._caches: tuple[dict, dict] = ({}, {})
+        self._caches = (Memo(), Memo())
 
     def of(self, column: str) -> list[pl.Expr]:
         return [
@@ -257,13 +273,14 @@ def _cells(
 ) -> pl.DataFrame:
     """The true cells: the measures' sums, the people, and what perturbation needs (the
     largest person's contribution, the cell keys of the people and of each measure)."""
+    schema = facts.collect_schema()
     per_owner = (
         facts.group_by([*keys, OWNER])
-        .agg([pl.col(m).sum() for m in measures])
+        .agg([_total(m, schema[m]) for m in measures])
         .with_columns(rk.of(OWNER))
     )
     by_measure = per_owner.group_by(keys).agg(
-        *[pl.col(m).sum() for m in measures],
+        *[_total(m, schema[m]) for m in measures],
         *[pl.col(m).max().alias(f"__max_{m}") for m in measures],
         *[magnitude_key(m).alias(f"__key_{m}") for m in measures],
     )
@@ -402,7 +419,7 @@ def compute_statistic(
     first = stat.measures[0]
     report.suppressed_rows = int(suppressed[first].sum() or 0) if not dp_on else 0
     # Margins from the published cells only (see the module docstring).
-    sums = [*[pl.col(m).sum() for m in stat.measures], pl.len().alias("covers")]
+    sums = [*[_total(m, published.schema[m]) for m in stat.measures], pl.len().alias("covers")]
     if dp_on:  # sums of noisy cells; a sum of people counts is no count of distinct people
         margins = published.group_by(margin_keys).agg(*sums)
     else:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fnmatch
+import random
 from datetime import datetime, timedelta
 
 import polars as pl
@@ -15,6 +16,7 @@ from anonymize.keys import KeyRing
 from anonymize.operators import (
     MEDIA_BITS,
     REGISTRY,
+    Memo,
     OpContext,
     client_category_of,
     map_unique,
@@ -197,12 +199,38 @@ def test_map_unique_calls_the_function_once_per_distinct_value():
         calls.append(v)
         return v.upper()
 
-    cache: dict = {}
+    cache = Memo()
     df = pl.DataFrame({"x": ["a", "b", "a", None, "b", "a"]})
     out = df.select(map_unique(pl.col("x"), fn, return_dtype=pl.String(), cache=cache))
     assert out["x"].to_list() == ["A", "B", "A", None, "B", "A"]
     df.select(map_unique(pl.col("x"), fn, return_dtype=pl.String(), cache=cache))
-    assert sorted(calls) == ["a", "b"]
+    later = pl.DataFrame({"x": ["c", "a", None, "c"]})  # a next batch: only "c" is new
+    out = later.select(map_unique(pl.col("x"), fn, return_dtype=pl.String(), cache=cache))
+    assert out["x"].to_list() == ["C", "A", None, "C"]
+    assert sorted(calls) == ["a", "b", "c"]
+    assert len(cache) == 3
+
+
+def test_columns_sharing_one_memo_map_every_row_when_polars_runs_them_in_parallel():
+    """Several columns pseudonymised by one rule share a memo, and polars may apply them at
+    once: every row must still find its value, and each value be computed once."""
+    calls: list[str] = []
+
+    def fn(v: str) -> str:
+        calls.append(v)
+        return v[::-1]
+
+    rng = random.Random(7)
+    names = [f"user{i:05d}" for i in range(3000)]
+    cache = Memo()
+    for _ in range(5):  # batches
+        df = pl.DataFrame({c: [rng.choice(names) for _ in range(20_000)] for c in "abcdef"})
+        out = df.select(
+            map_unique(pl.col(c), fn, return_dtype=pl.String(), cache=cache) for c in "abcdef"
+        )
+        for c in "abcdef":
+            assert out[c].to_list() == [v[::-1] for v in df[c].to_list()]
+    assert len(calls) == len(set(calls)) == len(cache)
 
 
 def test_every_operator_has_frozen_strict_options():
