@@ -206,6 +206,11 @@ def _accuracy(scale: float, integer: bool) -> float:
 _FIXED = 1_000_000  # millionths: a float measure (minutes) is summed as an integer count of them
 
 
+def _millionths(column: str) -> pl.Expr:
+    """A float measure as an integer number of millionths (sums of these are exact)."""
+    return (pl.col(column) * _FIXED).round().cast(pl.Int64)
+
+
 def _total(column: str, dtype: pl.DataType) -> pl.Expr:
     """The sum of a measure, the same whatever the order of its rows.
 
@@ -214,7 +219,7 @@ def _total(column: str, dtype: pl.DataType) -> pl.Expr:
     summed as an integer number of millionths, exactly.
     """
     if dtype.is_float():
-        return ((pl.col(column) * _FIXED).round().cast(pl.Int64).sum() / _FIXED).alias(column)
+        return (_millionths(column).sum() / _FIXED).alias(column)
     return pl.col(column).sum()
 
 
@@ -223,10 +228,9 @@ def _dominated(
 ) -> pl.DataFrame:
     """The cells (``keys``) where a dominance rule holds: the ``n`` people who give the most
     minutes give more than ``max_share`` of the cell's minutes."""
-    millionths = (pl.col("minutes") * _FIXED).round().cast(pl.Int64)  # exact sums (_total)
     per_person = (
         facts.group_by([*keys, OWNER])
-        .agg(millionths.sum().alias("__m"))
+        .agg(_millionths("minutes").sum().alias("__m"))  # exact sums, as in _total
         .with_columns(
             pl.col("__m").rank("ordinal", descending=True).over(keys).alias("__rank"),
             pl.col("__m").sum().over(keys).alias("__total"),
