@@ -7,13 +7,15 @@ with a one-line reason on stderr. Prefect is imported only by ``run``.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import re
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -21,35 +23,82 @@ from rich.markup import escape
 from rich.table import Table
 
 from anonymize import __version__
-from anonymize.errors import CdranonError, NotPublished, RunRefused, safe_text
-from flows.server import ServerStartError
+from anonymize.errors import (
+    CdranonError,
+    NotPublished,
+    RunRefused,
+    describe_validation,
+    safe_text,
+)
+from anonymize.flows.server import ServerStartError
 
 if TYPE_CHECKING:
-    from anonymize.run import RunParams
+    from anonymize.run import Run, RunParams, Work
 
 app = typer.Typer(
     name="cdranon",
     help="Turn unified-communications usage records into data that can be shared.",
     no_args_is_help=True,
-    add_completion=False,
     pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
 out_console = Console()
 err_console = Console(stderr=True)
 
-# The options several commands share.
-LandingOption = Annotated[Path, typer.Option(help="The landing zone (lync/, connect/, weblogs/).")]
-OutOption = Annotated[Path, typer.Option(help="The output root.")]
-PolicyOption = Annotated[
-    Path | None, typer.Option(help="Policy YAML (default: the shipped default policy).")
+# The options several commands share; landing, out and policy may come from the environment.
+LandingOption = Annotated[
+    Path,
+    typer.Option(envvar="CDRANON_LANDING", help="The landing zone (lync/, connect/, weblogs/)."),
 ]
+OutOption = Annotated[Path, typer.Option(envvar="CDRANON_OUT", help="The output root.")]
+PolicyOption = Annotated[
+    Path | None,
+    typer.Option(
+        envvar="CDRANON_POLICY", help="Policy YAML (default: the shipped default policy)."
+    ),
+]
+
+
+def flag(*names: str, help: str) -> Any:
+    """A boolean switch, shown without a value in the help."""
+    return typer.Option(*names, help=help, metavar="")
+
+
 DevKeyOption = Annotated[
-    bool, typer.Option("--dev-key", help="Use the public development key: not for sharing.")
+    bool, flag("--dev-key", help="Use the public development key: its outputs are not for sharing.")
+]
+JsonOption = Annotated[
+    bool, flag("--json", help="One JSON document on stdout, for scripts (schema: README, --json).")
 ]
 
 EXIT_NOT_PUBLISHED = 1
 EXIT_REFUSED_TO_START = 2
 EXIT_STRICT = 3
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+def _version(value: bool) -> None:
+    if value:
+        sys.stdout.write(f"cdranon {__version__}\n")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", "-V", metavar="", is_eager=True, callback=_version,
+            help="Print the version and exit.",
+        ),
+    ] = False,
+) -> None:  # fmt: skip
+    """Turn unified-communications usage records into data that can be shared.
+
+    Landing zone, output root and policy may be set once in the environment: CDRANON_LANDING,
+    CDRANON_OUT, CDRANON_POLICY. The key comes from CDRANON_MASTER_KEY (see `cdranon keygen`).
+    """
 
 
 def _fail(code: int, message: str) -> None:
@@ -57,32 +106,34 @@ def _fail(code: int, message: str) -> None:
     raise typer.Exit(code)
 
 
-def _params(**kwargs: object) -> RunParams:
-    """Build and check the run parameters; refuse (exit 2) before anything starts."""
+def _prepare(**kwargs: object) -> tuple[RunParams, Run]:
+    """Build and check the run parameters and the run they describe; refuse (exit 2) before
+    anything starts: a bad parameter or policy, no usable key, a key other than the one the
+    output root was published with, an output root inside the landing zone."""
     from pydantic import ValidationError
 
     from anonymize.policy import DEFAULT_POLICY, load_policy
 
     try:
         loaded = load_policy(kwargs.get("policy") or DEFAULT_POLICY)
-        from anonymize.run import RunParams, load_keyring
+        from anonymize.run import Run, RunParams, load_keyring
 
         try:
             params = RunParams(**kwargs)
         except ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()
-            )
-            raise CdranonError(f"bad parameter: {problems}") from None
+            raise CdranonError(f"bad parameter: {describe_validation(exc)}") from None
         params.check(loaded)
-        # Refuse before starting Prefect or writing anything when there is no usable key, or
-        # a key other than the one the output root was published with.
-        from anonymize.run import Run
-
-        Run.from_params(params, loaded, load_keyring(params, loaded)).check_key()
+        engine = Run.from_params(params, loaded, load_keyring(params, loaded))
+        engine.check_places()
+        engine.check_key()
     except CdranonError as exc:
         _fail(EXIT_REFUSED_TO_START, str(exc))
-    return params
+    return params, engine
+
+
+def _params(**kwargs: object) -> RunParams:
+    """``_prepare``'s parameters alone."""
+    return _prepare(**kwargs)[0]
 
 
 STARTUP_TIMEOUT = "120"  # seconds for the temporary Prefect server of a run
@@ -95,7 +146,7 @@ def run(
     policy: PolicyOption = None,
     dev_key: DevKeyOption = False,
     strict: Annotated[
-        bool, typer.Option("--strict", help=f"Exit {EXIT_STRICT} when any input file is refused.")
+        bool, flag("--strict", help=f"Exit {EXIT_STRICT} when any input file is refused.")
     ] = False,
     release: Annotated[
         str | None,
@@ -119,15 +170,15 @@ def run(
     ] = None,
     reprocess: Annotated[
         bool,
-        typer.Option(
+        flag(
             "--reprocess",
-            help="Rebuild every partition in the scope (--from/--to, --region) from the files "
-            "in the landing zone, not only what is new.",
+            help="Rebuild every partition in the scope (--from/--to, --region) from the files in "
+            "the landing zone, not only what is new.",
         ),
     ] = False,
     rekey: Annotated[
         bool,
-        typer.Option(
+        flag(
             "--rekey",
             help="Rotate the master key: rebuild every partition and release from the landing "
             "zone under this run's key (a run with another key than the published one is "
@@ -137,26 +188,35 @@ def run(
     dask_address: Annotated[
         str | None,
         typer.Option(
-            help="Run the tasks on this Dask scheduler (tcp://host:8786); default: local "
-            "threads, or $CDRANON_DASK_ADDRESS."
+            envvar="CDRANON_DASK_ADDRESS",
+            help="Run the tasks on this Dask scheduler (tcp://host:8786; needs the \\[dask] "
+            "extra); default: local threads.",
+        ),
+    ] = None,
+    as_json: JsonOption = False,
+    quiet: Annotated[
+        bool,
+        flag("--quiet", "-q", help="No progress, no summary: errors only (the exit code says)."),
+    ] = False,
+    log_level: Annotated[
+        str | None,
+        typer.Option(
+            help="Level of Prefect's console lines: DEBUG, INFO, WARNING, ERROR (default: "
+            "WARNING under a progress bar, INFO otherwise). The Prefect API gets every line."
         ),
     ] = None,
 ) -> None:
     """Run the flow over a landing zone and publish what is new and passes the privacy gate.
 
-    Exit 0: published, or nothing new since the last run; 1: nothing published (the reason is
-    printed); 2: refused to start (bad parameter, policy or key); 3: --strict and a file was
-    refused.
+    What the run has to do is decided first, without Prefect: a run with nothing to do
+    answers at once and writes nothing. Exit 0: published, or nothing new since the last run;
+    1: nothing published (the reason is printed); 2: refused to start (bad parameter, policy
+    or key); 3: --strict and a file was refused.
     """
-    # The embedded server has no network to report telemetry to; say so instead of failing at it.
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    # Its first start (database migrations) takes longer than Prefect's default 20 s on a small
-    # machine; a user's own setting wins.
-    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", STARTUP_TIMEOUT)
-    if os.environ.get("PREFECT_HOME"):  # Prefect makes its home, but not the folders above it
-        with contextlib.suppress(OSError):
-            Path(os.environ["PREFECT_HOME"]).expanduser().mkdir(parents=True, exist_ok=True)
-    params = _params(
+    started = time.monotonic()
+    if log_level is not None and log_level.upper() not in LOG_LEVELS:
+        _fail(EXIT_REFUSED_TO_START, f"--log-level is one of {', '.join(LOG_LEVELS)}")
+    params, engine = _prepare(
         landing=landing.resolve(),
         out=out.resolve(),
         policy=policy,
@@ -169,13 +229,24 @@ def run(
         reprocess=reprocess,
         rekey=rekey,
     )
+    try:
+        work = engine.work()
+    except CdranonError as exc:
+        _fail(EXIT_REFUSED_TO_START, str(exc).splitlines()[0])
+    if work.reason is not None:  # nothing to do: no server, no manifest
+        _nothing_to_do(work, params, as_json=as_json, quiet=quiet)
+        return
+    bar = err_console.is_terminal and not quiet and not as_json
+    _prefect_settings(log_level, quiet=quiet or as_json, bar=bar)
+    timer = _StageTimer(started)
     wait_for_server = _start_embedded_server()
     try:
-        from flows.nightly import flow_for
-
-        with _progress_bar():
+        with _spinner("starting the embedded Prefect server ...", bar):
             wait_for_server()
-            summary = flow_for(dask_address)(params)
+            from anonymize.flows.nightly import flow_for
+        timer.mark("server")
+        with _progress_bar(bar), timer:
+            summary = flow_for(dask_address)(**params.flow_parameters())
     except ServerStartError as exc:
         home = os.environ.get("PREFECT_HOME", "~/.prefect")
         _fail(
@@ -190,25 +261,146 @@ def run(
         _fail(EXIT_REFUSED_TO_START, f"the run refused to start: {str(exc).splitlines()[0]}")
     except CdranonError as exc:
         _fail(EXIT_NOT_PUBLISHED, f"nothing was published: {str(exc).splitlines()[0]}")
+    except ImportError as exc:
+        _fail(EXIT_REFUSED_TO_START, f"{exc}")
     except Exception as exc:
         if isinstance(exc, RuntimeError) and not os.environ.get("PREFECT_API_URL"):
             _fail(EXIT_NOT_PUBLISHED, f"nothing was published: {_server_failure(str(exc))}")
         _fail(EXIT_NOT_PUBLISHED, f"nothing was published: the run failed ({type(exc).__name__})")
 
-    _print_summary(summary)
+    summary = dict(summary, seconds=timer.seconds())
+    if as_json:
+        sys.stdout.write(json.dumps(run_document(summary), indent=1) + "\n")
+    elif not quiet:
+        _print_summary(summary)
     if summary["status"] not in ("published", "up_to_date"):
         _fail(EXIT_NOT_PUBLISHED, f"nothing was published: {summary['reason']}")
     if strict and summary["refused"]:
         _fail(EXIT_STRICT, f"{len(summary['refused'])} input file(s) were refused (--strict)")
 
 
+def _nothing_to_do(work: Work, params: RunParams, *, as_json: bool, quiet: bool) -> None:
+    """Answer a run with nothing to do, without Prefect and without a manifest."""
+    summary = {
+        "run_id": None, "status": work.status, "reason": work.reason, "manifest": None,
+        "report": None, "totals": None, "refused": [], "ignored": [], "partitions": [],
+        "releases": {}, "gate": None, "incremental": None, "seconds": None,
+        "not_for_sharing": params.dev_key, "work": dataclasses.asdict(work),
+    }  # fmt: skip
+    if as_json:
+        sys.stdout.write(json.dumps(run_document(summary), indent=1) + "\n")
+    elif not quiet and work.status == "up_to_date":
+        out_console.print(f"nothing to do: {work.reason}", highlight=False)
+    if work.status != "up_to_date":
+        _fail(EXIT_NOT_PUBLISHED, f"nothing was published: {work.reason}")
+
+
+RUN_DOCUMENT_KEYS = (
+    "run_id", "status", "reason", "manifest", "report", "totals", "refused", "ignored",
+    "partitions", "releases", "gate", "incremental", "seconds", "not_for_sharing",
+)  # fmt: skip
+
+
+def run_document(summary: dict) -> dict:
+    """The ``run --json`` document (``anonymize/schemas/json/run.schema.json``): the run's
+    summary without its per-file results, refusals and ignored files as objects."""
+    doc = {k: summary.get(k) for k in RUN_DOCUMENT_KEYS}
+    doc["refused"] = [{"path": p, "reason": r} for p, r in summary.get("refused") or []]
+    doc["ignored"] = [{"path": p, "reason": r} for p, r in summary.get("ignored") or []]
+    doc["releases"] = {
+        name: {
+            "recipient": e.get("recipient"), "k": e.get("k"),
+            "published": sum(s["published"] for s in e.get("statistics", {}).values()),
+            "suppressed": sum(s["suppressed"] for s in e.get("statistics", {}).values()),
+            "refused": e.get("refused"),
+        }
+        for name, e in (summary.get("releases") or {}).items()
+    }  # fmt: skip
+    gate = summary.get("gate")
+    doc["gate"] = None if gate is None else {
+        "verdict": gate.get("verdict"), "findings": gate.get("findings", []),
+    }  # fmt: skip
+    doc["work"] = summary.get("work")
+    return doc
+
+
+def _prefect_settings(log_level: str | None, *, quiet: bool, bar: bool) -> None:
+    """Prefect's settings for a run from the command line, set before Prefect is imported."""
+    # The embedded server has no network to report telemetry to; say so instead of failing at it.
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    # Its first start (database migrations) takes longer than Prefect's default 20 s on a small
+    # machine; a user's own setting wins.
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", STARTUP_TIMEOUT)
+    if os.environ.get("PREFECT_HOME"):  # Prefect makes its home, but not the folders above it
+        with contextlib.suppress(OSError):
+            Path(os.environ["PREFECT_HOME"]).expanduser().mkdir(parents=True, exist_ok=True)
+    # Prefect's console lines: under a progress bar (or --quiet, --json) only warnings; every
+    # line still goes to the Prefect API (its own handler).
+    level = log_level.upper() if log_level else ("WARNING" if bar or quiet else None)
+    if quiet and not log_level:
+        level = "ERROR"
+    if level:
+        os.environ["PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL"] = level
+        os.environ["PREFECT_LOGGING_HANDLERS_CONSOLE_FLOW_RUNS_LEVEL"] = level
+        os.environ["PREFECT_LOGGING_HANDLERS_CONSOLE_TASK_RUNS_LEVEL"] = level
+
+
+class _StageTimer:
+    """Wall time of a run's stages from the command line: server (start to first read), read,
+    release, gate, publish; fed by the run's progress reports (``anonymize.run.Progress``)."""
+
+    ORDER = ("server", "read", "release", "gate", "publish")
+
+    def __init__(self, started: float) -> None:
+        self.started = self.last = started
+        self.stage = "server"
+        self.spent: dict[str, float] = {}
+
+    def mark(self, stage: str) -> None:
+        now = time.monotonic()
+        self.spent[self.stage] = self.spent.get(self.stage, 0.0) + now - self.last
+        self.stage, self.last = stage, now
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        if stage != self.stage:
+            self.mark(stage)
+
+    def __enter__(self) -> _StageTimer:
+        from anonymize.run import Progress as RunProgress
+
+        self.stage = "read" if self.stage == "server" else self.stage
+        RunProgress.listeners.append(self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        from anonymize.run import Progress as RunProgress
+
+        self.mark("done")
+        RunProgress.listeners.remove(self)
+
+    def seconds(self) -> dict[str, float]:
+        spent = {k: round(self.spent.get(k, 0.0), 2) for k in self.ORDER}
+        spent["total"] = round(time.monotonic() - self.started, 2)
+        return spent
+
+
+@contextlib.contextmanager
+def _spinner(text: str, shown: bool) -> Iterator[None]:
+    """A spinner on stderr while something slow runs (only on a terminal)."""
+    if not shown:
+        yield
+        return
+    with err_console.status(text):
+        yield
+
+
 def _start_embedded_server() -> Callable[[], None]:
     """Start the run's temporary Prefect server now, before Prefect is imported (see
-    ``flows.server``); return the function that waits until it answers. It stops when the
-    process exits, after Prefect has sent its last logs. Nothing to do when a server is
+    ``anonymize.flows.server``); return the function that waits until it answers. It stops when
+    the process exits, after Prefect has sent its last logs. Nothing to do when a server is
     configured, or when Prefect is already imported (it then starts its own, as it always did).
     """
-    from flows.server import TemporaryServer, configured_api_url
+    from anonymize.flows.server import TemporaryServer, configured_api_url
 
     if "prefect" in sys.modules or configured_api_url():
         return lambda: None
@@ -285,7 +477,7 @@ def serve(
     )
     from prefect import serve as prefect_serve
 
-    from flows.deployments import deployments
+    from anonymize.flows.deployments import deployments
 
     try:
         deps = deployments(params, cron=cron, timezone=timezone)
@@ -295,13 +487,13 @@ def serve(
 
 
 @contextlib.contextmanager
-def _progress_bar() -> Iterator[None]:
+def _progress_bar(shown: bool = True) -> Iterator[None]:
     """A rich progress bar on a terminal, fed by the flow's progress reports (counts only)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
     from anonymize.run import Progress as RunProgress
 
-    if not err_console.is_terminal:
+    if not shown or not err_console.is_terminal:
         yield
         return
     bar = Progress(
@@ -453,11 +645,9 @@ def status(
     out: OutOption,
     policy: PolicyOption = None,
     reprocess: Annotated[
-        bool, typer.Option("--reprocess", help="As the next run would with --reprocess.")
+        bool, flag("--reprocess", help="As the next run would with --reprocess.")
     ] = False,
-    as_json: Annotated[
-        bool, typer.Option("--json", help="One JSON document on stdout, for scripts.")
-    ] = False,
+    as_json: JsonOption = False,
 ) -> None:
     """What the next run would take: the ledger against the landing zone, reading no data.
 
@@ -567,9 +757,14 @@ def status(
 
 @app.command()
 def scan(
-    out: Annotated[Path, typer.Option(help="The output root of earlier runs.")],
-    landing: Annotated[Path, typer.Option(help="The landing zone those runs read.")],
+    out: Annotated[
+        Path, typer.Option(envvar="CDRANON_OUT", help="The output root of earlier runs.")
+    ],
+    landing: Annotated[
+        Path, typer.Option(envvar="CDRANON_LANDING", help="The landing zone those runs read.")
+    ],
     policy: PolicyOption = None,
+    as_json: JsonOption = False,
 ) -> None:
     """Audit published outputs against the raw inputs: the gate's scan, after the fact.
 
@@ -590,6 +785,15 @@ def scan(
     canaries, unreadable = canaries_from_landing(landing, loaded)
     pseudo = {name: pseudonym_columns(loaded, name) for name in loaded.datasets}
     findings = run_scan(out, canaries, pseudo, free_text=free_text_columns(loaded))
+    if as_json:
+        doc = {
+            "out": str(out), "clean": not findings, "canaries": canaries.height,
+            "findings": [str(f) for f in findings], "not_read": [str(p) for p in unreadable],
+        }  # fmt: skip
+        sys.stdout.write(json.dumps(doc, indent=1) + "\n")
+        if findings:
+            raise typer.Exit(EXIT_NOT_PUBLISHED)
+        return
     for path in unreadable:
         err_console.print(f"[yellow]not read[/] {path}", highlight=False, soft_wrap=True)
     if findings:
@@ -605,8 +809,10 @@ def scan(
 @app.command("check-policy")
 def check_policy(
     policy: Annotated[
-        Path | None, typer.Argument(help="Policy YAML (default: the shipped one).")
+        Path | None,
+        typer.Argument(envvar="CDRANON_POLICY", help="Policy YAML (default: the shipped one)."),
     ] = None,
+    as_json: JsonOption = False,
 ) -> None:
     """Check a policy against the contracts without running anything; list every problem."""
     from anonymize.policy import DEFAULT_POLICY, load_policy
@@ -614,18 +820,105 @@ def check_policy(
     try:
         loaded = load_policy(policy or DEFAULT_POLICY)
     except CdranonError as exc:
+        if as_json:
+            problems = [line.strip(" -") for line in str(exc).splitlines()[1:] if line.strip()]
+            doc = {"ok": False, "version": None, "sha256": None, "datasets": [],
+                   "problems": problems or [str(exc)]}  # fmt: skip
+            sys.stdout.write(json.dumps(doc, indent=1) + "\n")
+            raise typer.Exit(EXIT_REFUSED_TO_START) from None
         _fail(EXIT_REFUSED_TO_START, str(exc))
+    datasets = [
+        {"name": ds.name, "contracts": [c.name for c in ds.contracts],
+         "outputs": len(ds.rules), "dropped": len(ds.dropped)}
+        for ds in loaded.datasets.values()
+    ]  # fmt: skip
+    if as_json:
+        doc = {"ok": True, "version": loaded.version, "sha256": loaded.hash,
+               "datasets": datasets, "problems": []}  # fmt: skip
+        sys.stdout.write(json.dumps(doc, indent=1) + "\n")
+        return
     table = Table(title=f"policy {loaded.version} (sha256 {loaded.hash[:12]}): ok", show_edge=False)
     for col in ("dataset", "contracts", "outputs", "dropped"):
         table.add_column(col)
-    for ds in loaded.datasets.values():
-        table.add_row(
-            ds.name,
-            ", ".join(c.name for c in ds.contracts),
-            str(len(ds.rules)),
-            str(len(ds.dropped)),
-        )
+    for d in datasets:
+        table.add_row(d["name"], ", ".join(d["contracts"]), str(d["outputs"]), str(d["dropped"]))
     out_console.print(table)
+
+
+policy_app = typer.Typer(help="The policy: show the effective one.", no_args_is_help=True)
+app.add_typer(policy_app, name="policy")
+
+
+@policy_app.command("show")
+def policy_show(policy: PolicyOption = None, as_json: JsonOption = False) -> None:
+    """Print the effective policy: the file with every default filled in, as runs apply it."""
+    import yaml
+
+    from anonymize.policy import DEFAULT_POLICY, effective_policy, load_policy
+
+    try:
+        source = policy or DEFAULT_POLICY
+        loaded, doc = load_policy(source), effective_policy(source)
+    except CdranonError as exc:
+        _fail(EXIT_REFUSED_TO_START, str(exc))
+    if as_json:
+        sys.stdout.write(json.dumps(doc, indent=1) + "\n")
+        return
+    sys.stdout.write(
+        f"# effective policy {loaded.version} (sha256 {loaded.hash[:12]}) from {source}\n"
+        + yaml.safe_dump(doc, sort_keys=False, allow_unicode=True, width=100)
+    )
+
+
+INIT_README = """# cdranon
+
+Drop the exports into `landing/`, one folder per source family, then one per hosting region
+of the policy (or per server FQDN that a region pattern of the policy matches):
+
+- `lync/<REGION>/`: Lync / Skype for Business monitoring-database (LcsCDR) exports: views
+  such as SessionDetailsView and the Users / Phones tables, CSV, plain or gzip.
+- `connect/<REGION>/`: Adobe Connect report responses (XML) and the users download.
+- `weblogs/<REGION>/`: web and IIS access logs.
+
+Deeper folders (one per day or server) are fine. cdranon only reads that folder. Then:
+
+    export CDRANON_MASTER_KEY=$(cdranon keygen)   # once; keep it in your secret store
+    cdranon run --landing {landing} --out {out} --policy {policy}
+
+`cdranon status` says what the next run would read; `cdranon policy show --policy {policy}`
+prints the policy as runs apply it.
+"""
+
+
+@app.command()
+def init(
+    folder: Annotated[Path, typer.Argument(help="The folder to set up (created).")],
+) -> None:
+    """Start a landing zone and a policy: FOLDER/landing/<family>/<region>/ for each source
+    family and region of the default policy, FOLDER/README.md, and FOLDER/policy.yaml,
+    a copy of the default policy to edit. Nothing that exists is overwritten."""
+    from anonymize.policy import DEFAULT_POLICY, load_policy
+
+    landing, policy, out = folder / "landing", folder / "policy.yaml", folder / "out"
+    if policy.exists() or (folder / "README.md").exists():
+        _fail(EXIT_REFUSED_TO_START, f"{safe_text(str(folder))} is set up already")
+    regions = sorted(load_policy(DEFAULT_POLICY).regions)
+    try:
+        for family in ("lync", "connect", "weblogs"):
+            for region in regions:
+                (landing / family / region).mkdir(parents=True, exist_ok=True)
+        policy.write_bytes(DEFAULT_POLICY.read_bytes())
+        (folder / "README.md").write_text(
+            INIT_README.format(landing=landing, out=out, policy=policy)
+        )
+    except OSError as exc:
+        _fail(EXIT_REFUSED_TO_START, f"cannot set up {safe_text(str(folder))}: {exc.strerror}")
+    out_console.print(
+        f"landing zone: {landing} (lync, connect, weblogs x {', '.join(regions)})\n"
+        f"policy to edit: {policy}\n"
+        f"next: cdranon run --landing {landing} --out {out} --policy {policy}",
+        highlight=False, soft_wrap=True,
+    )  # fmt: skip
 
 
 @app.command()
@@ -639,7 +932,7 @@ def keygen() -> None:
 
 @app.command()
 def version() -> None:
-    """Print the software version."""
+    """Print the software version (as --version)."""
     sys.stdout.write(__version__ + "\n")
 
 

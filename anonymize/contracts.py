@@ -119,7 +119,7 @@ class OutputSchema(BaseModel):
 
 
 def _read_yaml(*parts: str) -> dict:
-    ref = resources.files("schemas").joinpath(*parts)
+    ref = resources.files("anonymize.schemas").joinpath(*parts)
     return yaml.safe_load(ref.read_text(encoding="utf-8"))
 
 
@@ -151,7 +151,7 @@ def all_contracts() -> tuple[Contract, ...]:
     """Every input contract shipped in ``schemas/``."""
     names = sorted(
         p.name.removesuffix(".yaml")
-        for p in resources.files("schemas").iterdir()
+        for p in resources.files("anonymize.schemas").iterdir()
         if p.name.endswith(".yaml")
     )
     return tuple(load_contract(n) for n in names)

@@ -9,8 +9,10 @@ from __future__ import annotations
 import errno as _errno
 import gzip
 import os
+import re
 import unicodedata
 import zlib
+from typing import Any
 
 
 class CdranonError(Exception):
@@ -168,3 +170,43 @@ def safe_text(text: str, limit: int = 300) -> str:
             out.append(ch)
     joined = "".join(out)
     return joined if len(joined) <= limit else joined[: limit - 1] + "…"
+
+
+# How the command line names what RunParams calls a field, for errors in the user's words.
+OPTION_NAMES = {
+    "landing": "--landing", "out": "--out", "policy": "--policy", "release": "--release",
+    "sources": "--source", "regions": "--region", "date_from": "--from", "date_to": "--to",
+}  # fmt: skip
+
+
+def describe_validation(exc: Any, names: dict[str, str] = OPTION_NAMES) -> str:
+    """A pydantic ValidationError as the user would say it: the option, the value's place in a
+    repeated option, and the message without pydantic's prefixes (never the value itself).
+
+    >>> from pydantic import ValidationError
+    >>> from anonymize.run import RunParams
+    >>> try:
+    ...     RunParams(landing=".", out=".", date_from="2026-11-24", date_to="2026-11-23")
+    ... except ValidationError as exc:
+    ...     print(describe_validation(exc))
+    --from is after --to
+    """
+    problems = []
+    for e in exc.errors():
+        loc = [str(part) for part in e["loc"]]
+        where = names.get(loc[0], loc[0]) if loc else ""
+        if len(loc) > 1 and loc[1].isdigit():
+            where += f" (value {int(loc[1]) + 1})"
+        msg = re.sub(r"^(Value|Assertion) error, ", "", e["msg"])
+        if e["type"] == "string_pattern_mismatch" and loc and loc[0] == "regions":
+            msg = "a region is an upper-case word (letters, digits, _) of the policy"
+        elif e["type"].startswith(("date_", "datetime_")):
+            msg = "a day is written YYYY-MM-DD"
+        msg = msg[0].lower() + msg[1:] if msg else msg
+        for field, option in names.items():
+            msg = re.sub(rf"\b{field}\b", option, msg)
+        if e["type"] == "value_error" and not loc:
+            problems.append(msg)
+        else:
+            problems.append(f"{where}: {msg}" if where else msg)
+    return "; ".join(problems)

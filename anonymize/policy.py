@@ -40,7 +40,7 @@ from anonymize.operators import (
 )
 from anonymize.statistics import STATISTICS
 
-DEFAULT_POLICY = resources.files("policies").joinpath("default.yaml")
+DEFAULT_POLICY = resources.files("anonymize.policies").joinpath("default.yaml")
 
 
 class KeySettings(BaseModel):
@@ -558,6 +558,16 @@ def _compile_dataset(name: str, raw: _RawDataset, problems: list[str]) -> Datase
     return DatasetPolicy(
         name, tuple(contracts), raw.partition, tuple(rules), tuple(dropped), tuple(raw.exclude)
     )
+
+
+def effective_policy(path: str | Path | Any) -> dict:
+    """The policy at ``path`` as the run applies it: every setting, defaults filled in.
+
+    Validates it first (``load_policy``'s errors). A mapping that dumps back to YAML.
+    """
+    load_policy(path)
+    data = Path(path).read_bytes() if isinstance(path, (str, Path)) else path.read_bytes()
+    return _RawPolicy(**yaml.safe_load(data)).model_dump(mode="json", by_alias=True)
 
 
 def load_policy(path: str | Path | Any) -> Policy:

@@ -103,19 +103,53 @@ class RunParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    landing: Path
-    out: Path
-    policy: Path | None = None
-    dev_key: bool = False
-    # One of the policy's releases to publish; None publishes all of them.
-    release: str | None = None
-    sources: list[Family] | None = Field(default=None, min_length=1)
-    regions: list[Region] | None = Field(default=None, min_length=1)
-    date_from: date | None = None
-    date_to: date | None = None
-    reprocess: bool = False
-    # Rotate the master key: rebuild every partition from the landing zone under this run's key.
-    rekey: bool = False
+    landing: Path = Field(description="The landing zone: lync/, connect/, weblogs/ folders.")
+    out: Path = Field(description="The output root (restricted/, shareable/, _manifests/ ...).")
+    policy: Path | None = Field(
+        default=None, description="Policy YAML; empty: the shipped default policy."
+    )
+    dev_key: bool = Field(
+        default=False, description="Use the public development key: outputs not for sharing."
+    )
+    release: str | None = Field(
+        default=None, description="Publish only this release of the policy; empty: all."
+    )
+    sources: list[Family] | None = Field(
+        default=None, min_length=1,
+        description="Take new files of these families only (lync, connect, weblogs).",
+    )  # fmt: skip
+    regions: list[Region] | None = Field(
+        default=None, min_length=1,
+        description="Publish partitions of these regions of the policy only (AMER, EMEA ...).",
+    )  # fmt: skip
+    date_from: date | None = Field(default=None, description="First day the run may publish.")
+    date_to: date | None = Field(default=None, description="Last day the run may publish.")
+    reprocess: bool = Field(
+        default=False,
+        description="Rebuild every partition in the scope (dates, regions) from the landing "
+        "zone, not only what is new; reads only the files with rows in the scope.",
+    )
+    rekey: bool = Field(
+        default=False,
+        description="Rotate the master key: rebuild everything under this run's key.",
+    )
+
+    def flow_parameters(self) -> dict[str, Any]:
+        """The flow's (flat) parameters: every field, as the flow takes them."""
+        return {name: getattr(self, name) for name in type(self).model_fields}
+
+    def scope_label(self) -> str:
+        """A short label of what the run covers, for names (``all``, ``reprocess EMEA
+        2026-11-24``)."""
+        parts = ["rekey"] if self.rekey else ["reprocess"] if self.reprocess else []
+        parts += sorted(self.sources or [])
+        parts += sorted(self.regions or [])
+        if self.date_from or self.date_to:
+            first, last = self.date_from or "", self.date_to or ""
+            parts.append(str(first) if first == last else f"{first}..{last}")
+        if self.release:
+            parts.append(self.release)
+        return " ".join(map(str, parts)) or "new files"
 
     @model_validator(mode="after")
     def _dates_in_order(self) -> RunParams:
@@ -437,6 +471,37 @@ def read_batch(
     return results
 
 
+@dataclass(frozen=True)
+class Work:
+    """What a run has to do (``Run.work``), counted; nothing when ``reason`` is set."""
+
+    files: int  # input files in the landing zone (join sources not counted)
+    ignored: int  # other files of the landing zone
+    to_read: int  # new or changed files in the run's scope
+    reprocess: bool = False
+    requests: int = 0  # data-subject requests to apply
+    purge: int = 0  # items past retention
+    settle: int = 0  # published days due to settle for a recipient
+    superseded: int = 0  # recorded files replaced by another export
+
+    @property
+    def reason(self) -> str | None:
+        """Why there is nothing to do (None when there is something to do)."""
+        if self.to_read or self.reprocess or self.requests or self.purge or self.settle:
+            return None
+        if self.superseded:
+            return None
+        if not self.files:
+            extra = f" ({self.ignored} other file(s) ignored)" if self.ignored else ""
+            return f"the landing zone has no input file{extra}"
+        return "no new input file since the last run"
+
+    @property
+    def status(self) -> str:
+        """The status the run would end with when there is nothing to do."""
+        return "nothing_published" if not self.files else "up_to_date"
+
+
 @dataclass
 class _Outcome:
     """What a run has done so far: what the manifest and the summary are made of."""
@@ -531,9 +596,44 @@ class Run:
             summary = self._finish(done, started, lock, log)
         return summary
 
-    def check_paths(self) -> None:
-        """Refuse (RunRefused) an output root that is a file, cannot be written, or lies inside
-        the landing zone (the next run would read the outputs as inputs)."""
+    def work(self) -> Work:
+        """What this run would do, decided before anything starts: no Prefect, no write.
+
+        The same decisions as ``execute``: new or changed input files in the scope (the
+        ledger against the landing zone), a reprocess or a key rotation, pending data-subject
+        requests, retention to apply, days due to settle. Raises RunRefused as ``execute``
+        would (places, key).
+        """
+        self.check_places()
+        self.check_key()
+        inputs, ignored = survey(self.landing)
+        ledger = Ledger.load(self.out)
+        planned = plan_inputs(inputs, self.policy, self._known(ledger))
+        batch = IncrementalBatch(
+            planned, ledger, self.landing, self.scope, self.reprocess, self.sources
+        )
+        batch.first_files()
+        purge = self._to_purge()
+        return Work(
+            files=sum(1 for p in planned if not p.side or p.merge_into),
+            ignored=len(ignored),
+            to_read=sum(1 for p in batch.first if not p.side or p.merge_into),
+            reprocess=self.reprocess,
+            requests=len(Subjects.load(self.out).pending(self.keyring.key_id)),
+            purge=sum(len(v) for v in purge.values()),
+            settle=len(self._due_to_settle(set())),
+            superseded=len(batch.superseded),
+        )
+
+    def _known(self, ledger: Ledger) -> dict[str, tuple[int, int, str]] | None:
+        """The ledger's sizes, times and hashes, so that unchanged files are not hashed again;
+        None (hash everything) for an unscoped reprocess, which trusts no earlier record."""
+        unscoped = self.scope == Scope() and self.sources is None
+        return None if self.reprocess and unscoped else ledger.known_files(self.landing)
+
+    def check_places(self) -> None:
+        """Refuse (RunRefused) an output root inside the landing zone (the next run would read
+        the outputs as inputs) or a landing zone that is not a folder; writes nothing."""
         landing, out = self.landing.resolve(), self.out.resolve()
         if out == landing or landing in out.parents:
             raise RunRefused(
@@ -542,6 +642,10 @@ class Run:
             )
         if not self.landing.is_dir():
             raise RunRefused(f"the landing zone {safe_text(str(self.landing))} is not a folder")
+
+    def check_paths(self) -> None:
+        """``check_places``, and refuse an output root that is a file or cannot be written."""
+        self.check_places()
         owner_only()  # the output root itself is made owner-only too
         try:
             self.out.mkdir(parents=True, exist_ok=True)
@@ -658,8 +762,7 @@ class Run:
         """The input files, planned, and the other files of the landing zone with their reason."""
         inputs, ignored = survey(self.landing)
         # Files the ledger knows, with the same size and time, are not hashed again.
-        known = None if self.reprocess else Ledger.load(self.out).known_files(self.landing)
-        planned = plan_inputs(inputs, self.policy, known)
+        planned = plan_inputs(inputs, self.policy, self._known(Ledger.load(self.out)))
         self.executor.logger().info(
             "discovered %d input file(s) under %s, %d other file(s) ignored",
             len(planned), safe_text(str(self.landing)), len(ignored),
@@ -780,10 +883,10 @@ class Run:
         """``<release>/<dataset>`` of the event datasets of releases (they hold pseudonyms)."""
         return {f"{n}/{d}" for n, spec in self.policy.releases.items() for d in spec.events}
 
-    def _housekeeping(self) -> dict[str, list[str]]:
-        """Retention: what this run purges. Quarantine folders, manifests and staging folders
-        older than the policy's days go now; restricted partitions older than the horizon
-        (and event releases with them) leave with this run's publication."""
+    def _to_purge(self) -> dict[str, list[str]]:
+        """Retention: what this run would purge (names and ``date/region`` keys), deleting
+        nothing. Quarantine folders, manifests and staging folders older than the policy's
+        days; restricted partitions older than the horizon (and event releases with them)."""
         keep = self.policy.retention
         now = time.time()
         purged: dict[str, list[str]] = {
@@ -793,18 +896,18 @@ class Run:
         def old(path: Path, days: int | None) -> bool:
             return days is not None and now - path.stat().st_mtime > days * 86400
 
-        for folder in sorted((self.out / QUARANTINE).glob("*")):
-            if folder.name != self.run_id and old(folder, keep.quarantine_days):
-                shutil.rmtree(folder, ignore_errors=True)
-                purged["quarantine"].append(folder.name)
-        for f in sorted((self.out / MANIFESTS).glob("*")):
-            if f.is_file() and old(f, keep.manifests_days):
-                f.unlink()
-                purged["manifests"].append(f.name)
-        for folder in sorted((self.out / STAGING).glob("*")):
-            if folder.name != self.run_id and old(folder, keep.staging_days):
-                shutil.rmtree(folder, ignore_errors=True)
-                purged["staging"].append(folder.name)
+        for kind, folder in (("quarantine", QUARANTINE), ("staging", STAGING)):
+            days = getattr(keep, f"{kind}_days")
+            purged[kind] = [
+                f.name
+                for f in sorted((self.out / folder).glob("*"))
+                if f.name != self.run_id and old(f, days)
+            ]
+        purged["manifests"] = [
+            f.name
+            for f in sorted((self.out / MANIFESTS).glob("*"))
+            if f.is_file() and old(f, keep.manifests_days)
+        ]
         horizon = retention_horizon(self.policy, self.run_id)
         published = current_version(self.out)
         if horizon is not None and published is not None:
@@ -815,6 +918,19 @@ class Run:
                     if p.parent.name.removeprefix("date=") < horizon.isoformat()
                 }
             )
+        return purged
+
+    def _housekeeping(self) -> dict[str, list[str]]:
+        """Retention: purge now the quarantine folders, manifests and staging folders past the
+        policy's days; restricted partitions past the horizon leave with this run's
+        publication. Return what was (or will be) purged."""
+        purged = self._to_purge()
+        for name in purged["quarantine"]:
+            shutil.rmtree(self.out / QUARANTINE / name, ignore_errors=True)
+        for name in purged["manifests"]:
+            (self.out / MANIFESTS / name).unlink(missing_ok=True)
+        for name in purged["staging"]:
+            shutil.rmtree(self.out / STAGING / name, ignore_errors=True)
         log = self.executor.logger()
         for kind, items in purged.items():
             if items:
@@ -843,11 +959,17 @@ class Run:
         return {k for k in keys if k.partition("/")[0] >= horizon.isoformat()}
 
     def _to_settle(self, affected: set[str]) -> list[str]:
+        """Stage the published partitions due to settle (``_due_to_settle``); return them."""
+        due = self._due_to_settle(affected)
+        self._stage_published(due)
+        return sorted(due)
+
+    def _due_to_settle(self, affected: set[str]) -> set[str]:
         """Published partitions old enough for a release with ``settle_days`` that its
         recipient has not been given yet (nothing new has to arrive for a day to settle)."""
         published = current_version(self.out)
         if published is None:
-            return []
+            return set()
         deliveries = Deliveries.load(self.out)
         keys = {
             partition_key(p.relative_to(published).as_posix())
@@ -861,9 +983,7 @@ class Run:
                 continue
             held = set(deliveries.recipients.get(spec.recipient, {}).get("settled", []))
             due |= {k for k in keys - held if k.partition("/")[0] < cutoff.isoformat()}
-        due = self._within_retention(due) - affected
-        self._stage_published(due)
-        return sorted(due)
+        return self._within_retention(due) - affected
 
     def _stage_published(self, keys: set[str]) -> None:
         """Stage the published partitions of ``keys`` (every dataset), without the rows of

@@ -40,10 +40,10 @@ def test_run_with_an_unknown_release_writes_nothing(sample_landing, tmp_path):
     ("extra", "message"),
     [
         (["--region", "MARS"], "regions: the policy has no region 'MARS' (it has: AMER, APAC"),
-        (["--region", "mars-1"], "bad parameter: regions.0"),
-        (["--source", "fax"], "bad parameter: sources.0"),
-        (["--from", "2026-11-24", "--to", "2026-11-23"], "date_from is after date_to"),
-        (["--from", "yesterday"], "bad parameter: date_from"),
+        (["--region", "mars-1"], "bad parameter: --region (value 1): a region is an upper-case"),
+        (["--source", "fax"], "bad parameter: --source (value 1): input should be 'lync', "),
+        (["--from", "2026-11-24", "--to", "2026-11-23"], "bad parameter: --from is after --to"),
+        (["--from", "yesterday"], "bad parameter: --from: a day is written YYYY-MM-DD"),
     ],
 )
 def test_run_with_a_bad_parameter_writes_nothing(sample_landing, tmp_path, extra, message):

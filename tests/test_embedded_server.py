@@ -1,4 +1,4 @@
-"""The run's temporary Prefect server (``flows.server``): which server a run uses, start errors."""
+"""The run's temporary Prefect server (``anonymize.flows.server``): which server, start errors."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from flows.server import ServerStartError, TemporaryServer, configured_api_url
+from anonymize.flows.server import ServerStartError, TemporaryServer, configured_api_url
 
 
 def test_a_configured_server_is_used_from_the_environment_or_the_active_profile(

@@ -22,12 +22,12 @@ import pytest
 
 import anonymize.run as engine
 from anonymize.errors import CdranonError
+from anonymize.flows.nightly import cdranon_run
 from anonymize.keys import KeyRing
 from anonymize.layout import MANIFESTS, QUARANTINE, VERSIONS
 from anonymize.policy import DEFAULT_POLICY, load_policy
 from anonymize.run import RunParams, run_local
 from anonymize.subjects import SUBJECTS, Subjects
-from flows.nightly import cdranon_run
 from tests.conftest import SAMPLE
 
 LATE = Path("weblogs/EMEA/www/access-2026-11-23.log")
@@ -104,7 +104,9 @@ CASES = {
 
 def _run_flow(landing: Path, out: Path, policy: Path, extra: dict) -> None:
     params = RunParams(landing=landing, out=out, policy=policy, dev_key=True, **extra)
-    cdranon_run(params, return_state=True)  # a failed run is read from its manifest
+    cdranon_run(
+        **params.flow_parameters(), return_state=True
+    )  # a failed run is read from its manifest
 
 
 def _run_local(landing: Path, out: Path, policy: Path, extra: dict, i: int) -> None:

@@ -16,11 +16,11 @@ import polars as pl
 import pytest
 
 from anonymize.errors import NotPublished, RunRefused, StorageError
+from anonymize.flows.nightly import cdranon_run
 from anonymize.layout import MANIFESTS
 from anonymize.policy import DEFAULT_POLICY
 from anonymize.publish import RunLock
 from anonymize.run import RunParams, run_local
-from flows.nightly import cdranon_run
 from tests.test_incremental import LATE, assert_same_as_clean_run, landing_from_sample, snapshot
 
 
@@ -47,11 +47,11 @@ def test_a_run_that_publishes_nothing_ends_failed_with_its_reason(prefect_harnes
     empty = tmp_path / "empty"
     (empty / "lync").mkdir(parents=True)
     params = RunParams(landing=empty, out=tmp_path / "out", dev_key=True)
-    state = cdranon_run(params, return_state=True)
+    state = cdranon_run(**params.flow_parameters(), return_state=True)
     assert state.is_failed()
     assert state.message == "nothing was published: the landing zone has no input file"
     with pytest.raises(NotPublished) as exc:
-        cdranon_run(params)
+        cdranon_run(**params.flow_parameters())
     assert exc.value.summary["status"] == "nothing_published"
 
     leaky = tmp_path / "leaky.yaml"
@@ -59,7 +59,9 @@ def test_a_run_that_publishes_nothing_ends_failed_with_its_reason(prefect_harnes
     leaky.write_text(DEFAULT_POLICY.read_text().replace(rule, "- {op: keep, as: browser}"))
     landing = landing_from_sample(tmp_path)
     state = cdranon_run(
-        RunParams(landing=landing, out=tmp_path / "o2", policy=leaky, dev_key=True),
+        **RunParams(
+            landing=landing, out=tmp_path / "o2", policy=leaky, dev_key=True
+        ).flow_parameters(),
         return_state=True,
     )
     assert state.is_failed()
@@ -70,7 +72,8 @@ def test_a_partial_run_completes_and_names_what_it_refused(prefect_harness, tmp_
     landing = landing_from_sample(tmp_path)
     (landing / "lync" / "2026-11-23" / "broken.csv").write_text("Nope,Nada\n1,2\n")
     state = cdranon_run(
-        RunParams(landing=landing, out=tmp_path / "out", dev_key=True), return_state=True
+        **RunParams(landing=landing, out=tmp_path / "out", dev_key=True).flow_parameters(),
+        return_state=True,
     )
     assert state.is_completed()
     summary = state.result()

@@ -10,10 +10,10 @@ from typer.testing import CliRunner
 
 from anonymize.cli import EXIT_NOT_PUBLISHED, app
 from anonymize.contracts import load_contract
+from anonymize.flows.nightly import cdranon_run
 from anonymize.policy import DEFAULT_POLICY
 from anonymize.run import RunParams
 from anonymize.synth_sources import generate_all
-from flows.nightly import cdranon_run
 from tests.conftest import SAMPLE
 
 pytestmark = pytest.mark.flow
@@ -34,7 +34,9 @@ def test_flow_refuses_the_odd_file_by_name_and_publishes_the_others(
 ):
     _add_bad_file(sample_landing)
     out = tmp_path / "out"
-    summary = cdranon_run(RunParams(landing=sample_landing, out=out, dev_key=True))
+    summary = cdranon_run(
+        **RunParams(landing=sample_landing, out=out, dev_key=True).flow_parameters()
+    )
     assert summary["status"] == "published"
     assert summary["refused"] == [("lync/extra/export-with-notes.csv", summary["refused"][0][1])]
     assert "1 unknown column(s) <column" in summary["refused"][0][1]  # Notes: no contract has it
@@ -93,10 +95,10 @@ def test_flow_refuses_the_odd_file_by_name_and_publishes_the_others(
 
 
 def test_parameters_are_validated_before_any_task(prefect_harness, tmp_path):
-    from prefect.exceptions import ParameterTypeError
+    from prefect.exceptions import ParameterBindError, ParameterTypeError
 
-    with pytest.raises((ParameterTypeError, ValueError)):
-        cdranon_run(params={"landing": str(tmp_path), "out": str(tmp_path), "colour": "blue"})
+    with pytest.raises((ParameterTypeError, ParameterBindError, ValueError)):
+        cdranon_run(landing=str(tmp_path), out=str(tmp_path), colour="blue")
     assert not list(tmp_path.iterdir())
 
 
@@ -141,7 +143,9 @@ def test_master_key_from_a_prefect_secret_block(
     doc["key"]["prefect_secret"] = "cdranon-test-master-key"
     policy = tmp_path / "policy.yaml"
     policy.write_text(yaml.safe_dump(doc))
-    summary = cdranon_run(RunParams(landing=sample_landing, out=tmp_path / "out", policy=policy))
+    summary = cdranon_run(
+        **RunParams(landing=sample_landing, out=tmp_path / "out", policy=policy).flow_parameters()
+    )
     assert summary["status"] == "published"
     assert summary["not_for_sharing"] is False
     manifest = json.loads(Path(summary["manifest"]).read_text())
@@ -183,8 +187,8 @@ def test_full_run_publishes_and_an_empty_landing_publishes_nothing(
     )
     assert result.exit_code == EXIT_NOT_PUBLISHED
     assert "nothing was published" in result.output
-    assert not list((tmp_path / "o2").rglob("*.parquet"))
-    assert list((tmp_path / "o2" / "_manifests").glob("*.json"))  # the manifest says what happened
+    assert "the landing zone has no input file" in result.output
+    assert not (tmp_path / "o2").exists()  # answered before anything started: no manifest
 
 
 def test_a_leaky_policy_is_refused_by_the_gate_and_the_cli_says_why(

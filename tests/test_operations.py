@@ -17,9 +17,9 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 
 from anonymize.errors import read_failure
+from anonymize.flows.nightly import cdranon_run, flow_for
 from anonymize.layout import LOCK, VERSIONS
 from anonymize.run import Progress, RunParams, run_local
-from flows.nightly import cdranon_run, flow_for
 from tests.conftest import SAMPLE
 from tests.test_incremental import LATE, assert_same_as_clean_run, landing_from_sample, snapshot
 
@@ -53,7 +53,7 @@ def test_nightly_twice_publishes_once_and_a_late_file_republishes_only_its_day(
     seen: list[str] = []
     Progress.listeners.append(lambda stage, done, total: seen.append(stage))
     try:
-        first = cdranon_run(params)
+        first = cdranon_run(**params.flow_parameters())
     finally:
         Progress.listeners.clear()
     assert first["status"] == "published"
@@ -68,7 +68,7 @@ def test_nightly_twice_publishes_once_and_a_late_file_republishes_only_its_day(
         )
     assert artifact.data == 100.0
     published = _tree(out)
-    second = cdranon_run(params)
+    second = cdranon_run(**params.flow_parameters())
     assert (second["status"], second["partitions"]) == ("up_to_date", [])
     assert second["incremental"]["files_unchanged"] == first["totals"]["files"] - sum(
         1 for i in json.loads(Path(first["manifest"]).read_text())["inputs"]
@@ -77,7 +77,7 @@ def test_nightly_twice_publishes_once_and_a_late_file_republishes_only_its_day(
     assert _tree(out) == published
 
     shutil.copy(SAMPLE / LATE, landing / LATE)
-    third = cdranon_run(params)
+    third = cdranon_run(**params.flow_parameters())
     assert third["status"] == "published"
     assert {p.split("/date=")[1] for p in third["partitions"]} == {"2026-11-23/region=EMEA"}
     changed = {k for k, v in _tree(out).items() if published.get(k) != v}
@@ -138,7 +138,7 @@ def test_a_run_killed_while_publishing_leaves_one_whole_version_and_the_next_run
     landing = landing_from_sample(tmp_path, without=(LATE,))
     out = tmp_path / "out"
     params = RunParams(landing=landing, out=out, dev_key=True)
-    assert cdranon_run(params)["status"] == "published"
+    assert cdranon_run(**params.flow_parameters())["status"] == "published"
     before = snapshot(out), snapshot(out, "shareable")
     ledger_before = (out / "_ledger.json").read_bytes()
 
@@ -159,7 +159,7 @@ def test_a_run_killed_while_publishing_leaves_one_whole_version_and_the_next_run
         assert now == (snapshot(clean), snapshot(clean, "shareable"))
 
     # The next run takes the dead run's lock, removes what it half-built, and republishes.
-    summary = cdranon_run(params)
+    summary = cdranon_run(**params.flow_parameters())
     assert summary["status"] == "published"
     assert not (out / LOCK).exists()
     versions = sorted(v.name for v in (out / VERSIONS).iterdir())
@@ -181,7 +181,9 @@ def test_a_file_that_fails_fails_the_flow_run_and_the_manifest_says_which(
         return real(path, **kw)
 
     monkeypatch.setattr(engine, "process_file", flaky)
-    state = cdranon_run(RunParams(landing=landing, out=out, dev_key=True), return_state=True)
+    state = cdranon_run(
+        **RunParams(landing=landing, out=out, dev_key=True).flow_parameters(), return_state=True
+    )
     assert state.is_failed()
     [manifest] = [json.loads(p.read_text()) for p in (out / "_manifests").glob("*.json")]
     assert manifest["status"] == "failed"
@@ -192,8 +194,8 @@ def test_a_file_that_fails_fails_the_flow_run_and_the_manifest_says_which(
 
 
 def test_a_transient_read_failure_is_retried(prefect_harness, tmp_path, monkeypatch):
+    import anonymize.flows.nightly as nightly
     import anonymize.run as engine
-    import flows.nightly as nightly
 
     monkeypatch.setattr(nightly.process_task, "retry_delay_seconds", [0, 0])
     landing, out = landing_from_sample(tmp_path), tmp_path / "out"
@@ -209,7 +211,7 @@ def test_a_transient_read_failure_is_retried(prefect_harness, tmp_path, monkeypa
         return result
 
     monkeypatch.setattr(engine, "process_file", flaky)
-    summary = cdranon_run(RunParams(landing=landing, out=out, dev_key=True))
+    summary = cdranon_run(**RunParams(landing=landing, out=out, dev_key=True).flow_parameters())
     assert calls["n"] == 2
     assert summary["status"] == "published"
     assert summary["refused"] == []
@@ -217,12 +219,12 @@ def test_a_transient_read_failure_is_retried(prefect_harness, tmp_path, monkeypa
 
 def test_a_bad_parameter_is_refused_before_any_task(prefect_harness, tmp_path):
     params = {"landing": str(tmp_path), "out": str(tmp_path / "out"), "regions": ["MARS"]}
-    state = cdranon_run(params=params, return_state=True)
+    state = cdranon_run(**params, return_state=True)
     assert state.is_failed()
     assert "regions" in str(state.message)
     assert not (tmp_path / "out").exists()
     reversed_dates = dict(params, regions=None, date_from="2026-11-24", date_to="2026-11-23")
-    state = cdranon_run(params=reversed_dates, return_state=True)
+    state = cdranon_run(**reversed_dates, return_state=True)
     assert state.is_failed()
     assert "date_from is after date_to" in str(state.message)
     assert not (tmp_path / "out").exists()
@@ -234,14 +236,16 @@ def test_the_flow_on_a_local_dask_cluster_gives_the_same_bytes(prefect_harness, 
 
     landing = tmp_path / "landing"
     shutil.copytree(SAMPLE, landing)
-    local = cdranon_run(RunParams(landing=landing, out=tmp_path / "local", dev_key=True))
+    local = cdranon_run(
+        **RunParams(landing=landing, out=tmp_path / "local", dev_key=True).flow_parameters()
+    )
     assert local["status"] == "published"
     with LocalCluster(
         n_workers=2, threads_per_worker=1, host="127.0.0.1", dashboard_address=None,
         processes=True,
     ) as cluster:  # fmt: skip
         summary = flow_for(cluster.scheduler_address)(
-            RunParams(landing=landing, out=tmp_path / "dask", dev_key=True)
+            **RunParams(landing=landing, out=tmp_path / "dask", dev_key=True).flow_parameters()
         )
         tasks_done = cluster.scheduler.transition_counter
     assert tasks_done > 0  # the tasks went through the cluster's scheduler

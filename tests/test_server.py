@@ -22,6 +22,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from anonymize.flows import PREFECT_YAML
 from tests.conftest import SAMPLE
 
 pytestmark = [pytest.mark.slow, pytest.mark.flow]
@@ -137,35 +138,39 @@ def test_scheduled_and_adhoc_runs_on_a_real_server(server, tmp_path):
         assert manifest["partitions_published"]
         assert (out / "restricted" / "lync_sessions").is_dir()
 
-        # An ad-hoc run with parameters: rebuild one day of one region.
-        params = {
-            "landing": str(landing),
-            "out": str(out),
-            "dev_key": True,
-            "reprocess": True,
-            "regions": ["EMEA"],
-            "date_from": "2026-11-23",
-            "date_to": "2026-11-23",
-        }
+        # An ad-hoc run as Prefect users pass it: only what differs from the deployment's
+        # parameters (landing, out and the key are set once), each a flat, typed parameter.
+        flags = ["reprocess=true", 'regions=["EMEA"]', "date_from=2026-11-23",
+                 "date_to=2026-11-23"]  # fmt: skip
         trigger = subprocess.run(
             [str(BIN / "prefect"), "deployment", "run", "cdranon-run/adhoc", "--watch",
-             "--watch-timeout", "240", "--param", f"params={json.dumps(params)}"],
+             "--watch-timeout", "240", *(a for f in flags for a in ("--param", f))],
             env=env, capture_output=True, text=True, timeout=300,
         )  # fmt: skip
         assert trigger.returncode == 0, trigger.stdout[-2000:] + trigger.stderr[-2000:]
         [adhoc] = [r for r in _flow_runs(url, "adhoc") if r["state_type"] == "COMPLETED"]
-        assert adhoc["parameters"]["params"]["regions"] == ["EMEA"]
+        assert adhoc["parameters"]["regions"] == ["EMEA"]
+        assert adhoc["parameters"]["reprocess"] is True
         latest = _manifests(out)[-1]
+        # The flow run is named from its scope and its run id, the manifest's.
+        assert adhoc["name"] == f"reprocess EMEA 2026-11-23 {latest['run_id']}"
         assert latest["status"] == "published"
         assert latest["incremental"]["reprocess"] is True
         assert set(latest["incremental"]["partitions_rebuilt"]) == {"2026-11-23/EMEA"}
+        # Tasks are named by the file they read.
+        tasks = httpx.post(
+            f"{url}/task_runs/filter",
+            json={"flow_runs": {"id": {"any_": [adhoc["id"]]}}, "limit": 200},
+            timeout=10,
+        ).json()
+        names = {t["name"] for t in tasks}
+        assert "read lync/2026-11-23/SessionDetailsView.csv" in names, sorted(names)
 
         # A bad parameter is refused before any run starts (a region is an upper-case word; which
         # ones exist is the policy's to say, checked when the run starts).
-        bad = dict(params, regions=["mars-1"])
         refused = subprocess.run(
             [str(BIN / "prefect"), "deployment", "run", "cdranon-run/adhoc",
-             "--param", f"params={json.dumps(bad)}"],
+             "--param", 'regions=["mars-1"]'],
             env=env, capture_output=True, text=True, timeout=120,
         )  # fmt: skip
         assert refused.returncode != 0
@@ -185,30 +190,33 @@ def test_the_prefect_yaml_deploys_to_a_work_pool_and_a_worker_runs_it(server, tm
     landing = tmp_path / "landing"
     shutil.copytree(SAMPLE / "weblogs" / "EMEA", landing / "weblogs" / "EMEA")
     out = tmp_path / "out"
-    repo = Path(__file__).resolve().parents[1]
-    env = env | {"CDRANON_HOME": str(repo), "CDRANON_LANDING": str(landing),
-                 "CDRANON_OUT": str(out)}  # fmt: skip
+    env = env | {"CDRANON_LANDING": str(landing), "CDRANON_OUT": str(out),
+                 "CDRANON_CRON": "15 3 * * *"}  # fmt: skip
 
     def prefect(*args: str, timeout: int = 120) -> subprocess.CompletedProcess:
         done = subprocess.run(
-            [str(BIN / "prefect"), *args], env=env, cwd=repo, capture_output=True, text=True,
-            timeout=timeout,
+            [str(BIN / "prefect"), *args], env=env, cwd=tmp_path, capture_output=True,
+            text=True, timeout=timeout,
         )  # fmt: skip
         assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
         return done
 
     prefect("work-pool", "create", "cdranon", "--type", "process")
-    prefect("--no-prompt", "deploy", "--all", "--prefect-file", "flows/prefect.yaml")
-    nightly = httpx.get(f"{url}/deployments/name/cdranon-run/nightly", timeout=10).json()
+    # The installed package's prefect.yaml, from a folder that is not a checkout.
+    prefect("--no-prompt", "deploy", "--all", "--prefect-file", str(PREFECT_YAML))
+    nightly = httpx.get(f"{url}/deployments/name/cdranon-run/nightly-pool", timeout=10).json()
     assert nightly["work_pool_name"] == "cdranon"
-    assert [s["schedule"]["cron"] for s in nightly["schedules"]] == ["30 2 * * *"]
+    assert nightly["entrypoint"] == "anonymize.flows.nightly.cdranon_run"
+    assert [s["schedule"]["cron"] for s in nightly["schedules"]] == ["15 3 * * *"]
     assert nightly["schedules"][0]["schedule"]["timezone"] == "UTC"
     assert nightly["global_concurrency_limit"]["limit"] == 1
-    assert nightly["parameters"] == {"params": {"landing": str(landing), "out": str(out)}}
+    assert nightly["parameters"] == {"landing": str(landing), "out": str(out)}
+    # Its form shows what each parameter does.
+    described = nightly["parameter_openapi_schema"]["properties"]
+    assert all(described[name].get("description") for name in ("landing", "reprocess"))
 
     # An ad-hoc run, picked up by a process worker (the development key as a parameter).
-    params = {"landing": str(landing), "out": str(out), "dev_key": True}
-    prefect("deployment", "run", "cdranon-run/adhoc", "--param", f"params={json.dumps(params)}")
+    prefect("deployment", "run", "cdranon-run/adhoc-pool", "--param", "dev_key=true")
     prefect("worker", "start", "--pool", "cdranon", "--run-once", timeout=300)
     [manifest] = _manifests(out)
     assert manifest["status"] == "published"

@@ -9,10 +9,14 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 from collections.abc import Callable
-from typing import Any, TypeVar
+from datetime import date
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
 
 from prefect import Flow, State, flow, get_run_logger, task
+from prefect import runtime as prefect_runtime
 from prefect.artifacts import (
     create_markdown_artifact,
     create_progress_artifact,
@@ -22,14 +26,23 @@ from prefect.cache_policies import NO_CACHE
 from prefect.futures import wait
 from prefect.states import Failed
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
+from pydantic import Field, ValidationError
 
-from anonymize.errors import CdranonError, NotPublished, TransientReadError
+from anonymize.errors import (
+    CdranonError,
+    NotPublished,
+    TransientReadError,
+    describe_validation,
+    safe_text,
+)
 from anonymize.layout import PlannedFile
 from anonymize.publish import new_run_id
 from anonymize.run import (
     READ_RETRY_DELAYS,
     Executor,
+    Family,
     Progress,
+    Region,
     Run,
     RunParams,
     guarded,
@@ -58,8 +71,20 @@ def _retry_transient(task: object, task_run: object, state: State) -> bool:
     return isinstance(exc, TransientReadError)
 
 
+def _file_task_name() -> str:
+    """A file's task run name: its path in the landing zone, escaped (``read lync/EMEA/...``)."""
+    params = prefect_runtime.task_run.parameters
+    planned, landing = params.get("planned"), params.get("landing")
+    try:
+        rel = Path(planned.path).relative_to(landing).as_posix()
+    except (AttributeError, TypeError, ValueError):
+        return "read file"
+    return f"read {safe_text(rel)[:120]}"
+
+
 @task(
     name="anonymize-file",
+    task_run_name=_file_task_name,
     cache_policy=NO_CACHE,
     persist_result=False,
     retries=len(READ_RETRY_DELAYS),
@@ -67,7 +92,12 @@ def _retry_transient(task: object, task_run: object, state: State) -> bool:
     retry_condition_fn=_retry_transient,
 )
 def process_task(
-    planned: PlannedFile, params: RunParams, run_id: str, skip_keys: list[str], lookups: dict
+    planned: PlannedFile,
+    params: RunParams,
+    run_id: str,
+    skip_keys: list[str],
+    lookups: dict,
+    landing: Path | None = None,
 ) -> Any:
     """Anonymise one file (``anonymize.run.stage_file``); policy and key loaded in the worker.
 
@@ -103,7 +133,9 @@ class PrefectExecutor(Executor):
 
     def read_files(self, run: Run, group: list[PlannedFile], skip: dict, lookups: dict) -> list:
         futures = [
-            process_task.submit(p, self.params, run.run_id, skip.get(p.dataset or "", []), lookups)
+            process_task.submit(
+                p, self.params, run.run_id, skip.get(p.dataset or "", []), lookups, run.landing
+            )
             for p in group
         ]
         # Every file ends before the run goes on or fails: a failure must not leave tasks
@@ -155,14 +187,61 @@ def _task_runner(address: str | None = None) -> TaskRunner:
     """
     address = address or os.environ.get(DASK_ENV)
     if address:
-        from prefect_dask import DaskTaskRunner
+        try:
+            from prefect_dask import DaskTaskRunner
+        except ImportError:
+            raise ImportError(
+                "a Dask cluster needs the dask extra: pip install 'cdranon[dask]'"
+            ) from None
 
         return DaskTaskRunner(address=address)
     return ThreadPoolTaskRunner(max_workers=2)
 
 
-@flow(name="cdranon-run", task_runner=_task_runner(), persist_result=False)
-def cdranon_run(params: RunParams) -> dict:
+RUN_ID = re.compile(r"\d{8}T\d{6}Z-[0-9a-f]{6}")
+
+
+def _flow_run_name() -> str:
+    """A flow run's name: what it covers and its run id (``new files 20261124T023000Z-3fa2c1``),
+    the id of its manifest too."""
+    try:
+        params = RunParams(**prefect_runtime.flow_run.parameters)
+        label = params.scope_label()
+    except (ValidationError, TypeError):
+        label = "refused"
+    return f"{label} {new_run_id()}"
+
+
+def _run_id() -> str:
+    """The run id in this flow run's name (``_flow_run_name``), or a new one."""
+    found = RUN_ID.findall(str(prefect_runtime.flow_run.name or ""))
+    return found[-1] if found else new_run_id()
+
+
+def _describe(name: str) -> Any:
+    """A flow parameter's description: RunParams' own, shown in Prefect's run form."""
+    return Field(description=RunParams.model_fields[name].description)
+
+
+@flow(
+    name="cdranon-run",
+    task_runner=_task_runner(),
+    persist_result=False,
+    flow_run_name=_flow_run_name,
+)
+def cdranon_run(
+    landing: Annotated[Path, _describe("landing")],
+    out: Annotated[Path, _describe("out")],
+    policy: Annotated[Path | None, _describe("policy")] = None,
+    dev_key: Annotated[bool, _describe("dev_key")] = False,
+    release: Annotated[str | None, _describe("release")] = None,
+    sources: Annotated[list[Family] | None, _describe("sources")] = None,
+    regions: Annotated[list[Region] | None, _describe("regions")] = None,
+    date_from: Annotated[date | None, _describe("date_from")] = None,
+    date_to: Annotated[date | None, _describe("date_to")] = None,
+    reprocess: Annotated[bool, _describe("reprocess")] = False,
+    rekey: Annotated[bool, _describe("rekey")] = False,
+) -> dict:
     """Run cdranon over a landing zone and publish what passes; return the run's summary.
 
     Ends Failed, with a one-line reason, whenever nothing was published (refused to start,
@@ -170,12 +249,20 @@ def cdranon_run(params: RunParams) -> dict:
     (``NotPublished`` carries the summary). The manifest says why in every case it could start.
     """
     try:
-        policy = params.load_policy()
-        params.check(policy)
-        keyring, run_id = load_keyring(params, policy, load_secret), new_run_id()
+        try:
+            params = RunParams(
+                landing=landing, out=out, policy=policy, dev_key=dev_key, release=release,
+                sources=sources, regions=regions, date_from=date_from, date_to=date_to,
+                reprocess=reprocess, rekey=rekey,
+            )  # fmt: skip
+        except ValidationError as exc:
+            raise CdranonError(f"bad parameter: {describe_validation(exc, {})}") from None
+        policy_ = params.load_policy()
+        params.check(policy_)
+        keyring, run_id = load_keyring(params, policy_, load_secret), _run_id()
         progress = Progress((_progress_artifact(run_id),))
         summary = Run.from_params(
-            params, policy, keyring, run_id=run_id, executor=PrefectExecutor(params),
+            params, policy_, keyring, run_id=run_id, executor=PrefectExecutor(params),
             progress=progress,
         ).execute()  # fmt: skip
     except CdranonError as exc:  # ends Failed with its one-line reason, and no traceback

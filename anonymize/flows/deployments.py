@@ -1,17 +1,21 @@
-"""The deployments of the cdranon flow: ``nightly`` (a cron schedule in UTC) and ``adhoc``.
+"""The deployments of the cdranon flow: ``nightly`` (a cron schedule) and ``adhoc``.
 
-Both run ``flows.nightly.cdranon_run`` with one parameter, ``params`` (``RunParams``), whose
-schema Prefect enforces before a run starts. Each allows one flow run at a time (more are
-queued); across the two, the run lock of the output root keeps a second run from publishing
-while the first one is. ``cdranon serve`` serves them from the command line::
+Both run ``anonymize.flows.nightly.cdranon_run``, whose flat, typed parameters (landing, out,
+policy, dev_key, release, sources, regions, date_from, date_to, reprocess, rekey) carry their
+descriptions into Prefect's run form, and whose schema Prefect enforces before a run starts.
+The deployment sets landing, out and policy once; a run passes only what differs. Each allows
+one flow run at a time (more are queued); across the two, the run lock of the output root keeps
+a second run from publishing while the first one is. ``cdranon serve`` serves them::
 
     PREFECT_API_URL=http://127.0.0.1:4200/api cdranon serve --landing /data/landing --out /data/out
 
-and an ad-hoc run is triggered with::
+and an ad-hoc run of one day and one region is::
 
-    prefect deployment run cdranon-run/adhoc --watch \\
-        --param 'params={"landing": "/data/landing", "out": "/data/out", "reprocess": true,
-                         "date_from": "2026-11-23", "date_to": "2026-11-23"}'
+    prefect deployment run cdranon-run/adhoc --watch --param reprocess=true \\
+        --param date_from=2026-11-23 --param date_to=2026-11-23 --param 'regions=["EMEA"]'
+
+``anonymize/flows/prefect.yaml`` declares the same two for a work pool, named
+``nightly-pool`` and ``adhoc-pool`` so that they never replace these.
 """
 
 from __future__ import annotations
@@ -20,8 +24,8 @@ from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLi
 from prefect.client.schemas.schedules import CronSchedule
 from prefect.deployments.runner import EntrypointType, RunnerDeployment
 
+from anonymize.flows.nightly import cdranon_run
 from anonymize.run import RunParams
-from flows.nightly import cdranon_run
 
 DEFAULT_CRON = "30 2 * * *"  # 02:30 UTC, after the exports of the day have landed
 TAGS = ["cdranon"]
@@ -30,7 +34,8 @@ TAGS = ["cdranon"]
 def deployments(
     params: RunParams, *, cron: str = DEFAULT_CRON, timezone: str = "UTC"
 ) -> list[RunnerDeployment]:
-    """The nightly and ad-hoc deployments, with ``params`` as their default parameters.
+    """The nightly and ad-hoc deployments, with the set parameters of ``params`` as their
+    defaults (landing, out, and policy and dev_key when given).
 
     >>> from pathlib import Path
     >>> nightly, adhoc = deployments(RunParams(landing=Path("/l"), out=Path("/o")))
@@ -42,7 +47,7 @@ def deployments(
     one_at_a_time = ConcurrencyLimitConfig(
         limit=1, collision_strategy=ConcurrencyLimitStrategy.ENQUEUE
     )
-    defaults = {"params": params.model_dump(mode="json", exclude_defaults=True)}
+    defaults = params.model_dump(mode="json", exclude_defaults=True)
     common = {
         "parameters": defaults,
         "concurrency_limit": one_at_a_time,
@@ -57,8 +62,8 @@ def deployments(
     )
     adhoc = cdranon_run.to_deployment(
         name="adhoc",
-        description="On demand: pass params (landing, out, reprocess, rekey, date_from/date_to, "
-        "regions, sources, release) with prefect deployment run --param.",
+        description="On demand: pass what differs from the deployment's parameters with "
+        "prefect deployment run --param, e.g. reprocess=true date_from=2026-11-23.",
         **common,
     )
     return [nightly, adhoc]

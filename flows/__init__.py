@@ -1,1 +1,0 @@
-"""Prefect flows and deployments: they only sequence the library's steps and report."""
