@@ -347,9 +347,10 @@ def _prefect_settings(log_level: str | None, *, quiet: bool, bar: bool) -> None:
 
 class _StageTimer:
     """Wall time of a run's stages from the command line: server (start to first read), read,
-    release, gate, publish; fed by the run's progress reports (``anonymize.run.Progress``)."""
+    release, gate, publish, finish (manifest, report, Prefect's end); fed by the run's progress
+    reports (``anonymize.run.Progress``)."""
 
-    ORDER = ("server", "read", "release", "gate", "publish")
+    ORDER = ("server", "read", "release", "gate", "publish", "finish")
 
     def __init__(self, started: float) -> None:
         self.started = self.last = started
@@ -362,6 +363,7 @@ class _StageTimer:
         self.stage, self.last = stage, now
 
     def __call__(self, stage: str, done: int, total: int) -> None:
+        stage = "finish" if stage == "done" else stage
         if stage != self.stage:
             self.mark(stage)
 
@@ -375,7 +377,7 @@ class _StageTimer:
     def __exit__(self, *exc: object) -> None:
         from anonymize.run import Progress as RunProgress
 
-        self.mark("done")
+        self.mark("end")
         RunProgress.listeners.remove(self)
 
     def seconds(self) -> dict[str, float]:

@@ -98,7 +98,7 @@ OUTPUT_DTYPES: dict[str, pl.DataType] = {
     "int": pl.Int64(),
     "float": pl.Float64(),
     "bool": pl.Boolean(),
-    "datetime": pl.Datetime("ms"),
+    "datetime": pl.Datetime("ms", "UTC"),  # UTC instants (the CDRs' clock), typed so
     "list[string]": pl.List(pl.String()),
 }
 

@@ -544,7 +544,7 @@ def _record_level_checks(
     share = round(unsafe / frame.height, 4) if frame.height else 0.0
     curve: dict[int, float] = {}
     if pseudonyms:
-        time_col = next((c for c, t in frame.schema.items() if t == pl.Datetime("ms")), None)
+        time_col = next((c for c, t in frame.schema.items() if isinstance(t, pl.Datetime)), None)
         person = next((c for c in ("from_user", "user", "organizer") if c in pseudonyms),
                       pseudonyms[0])  # fmt: skip
         curve = unicity(frame, person, [c for c in (time_col, "region") if c])

@@ -300,6 +300,40 @@ def pseudonymize_lookup(
     return pl.coalesce(resolved, unresolved)
 
 
+class SessionKeyOptions(Options):
+    time: str  # the key's time column (SessionIdTime)
+    seq: str  # its sequence column (SessionIdSeq)
+
+
+@register(
+    "pseudonymize_session",
+    options=SessionKeyOptions,
+    accepts={"datetime", "int"},
+    output="string",
+    column_options=("time", "seq"),
+)
+def pseudonymize_session(expr: pl.Expr, *, options: SessionKeyOptions, ctx: OpContext) -> pl.Expr:
+    """Keyed pseudonym (kind ``meeting``) of a Lync session key (``SessionIdTime``,
+    ``SessionIdSeq``), so that the rows of one conference join across tables.
+
+    ``expr`` is ignored: the operator reads its two columns from the options. FocusJoinsAndLeaves
+    and McuJoinsAndLeaves carry the key of the conference they belong to, the Conferences
+    table its own: the joins of a conference get the conference's pseudonym. Neither the time
+    nor the number can be read back from it.
+    """
+    key = ctx.key_for("meeting")
+    text = pl.concat_str(
+        pl.col(options.time).dt.strftime("%Y-%m-%dT%H:%M:%S%.3f"),
+        pl.col(options.seq).cast(pl.String),
+        separator="|",
+    )
+
+    def one(value: str) -> str:
+        return pseudonym(key, "meeting", f"session:{value}")
+
+    return map_unique(text, one, return_dtype=pl.String(), cache=ctx.cache("session-key"))
+
+
 # --- time -----------------------------------------------------------------------------------
 
 

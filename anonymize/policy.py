@@ -253,7 +253,7 @@ class DatasetPolicy:
     @property
     def pseudonym_columns(self) -> list[str]:
         """The outputs that hold pseudonyms of people (made by pseudonymize operators)."""
-        names = ("pseudonymize", "pseudonymize_lookup")
+        names = ("pseudonymize", "pseudonymize_lookup", "pseudonymize_session")
         return sorted({r.output for r in self.rules if r.spec.name in names})
 
 

@@ -524,20 +524,38 @@ def _with_digest(meta: dict[str, str], digests: dict, day: str, region: str) -> 
     return {**meta, "cdranon.inputs_digest": digest} if digest else meta
 
 
+def _analyst_types(frame: pl.DataFrame) -> pl.DataFrame:
+    """Counts as Int64 (not polars' UInt32 of ``len``: Spark and BigQuery loaders handle unsigned
+    integers badly)."""
+    unsigned = [c for c, t in frame.schema.items() if t.is_unsigned_integer()]
+    return frame.with_columns(pl.col(unsigned).cast(pl.Int64)) if unsigned else frame
+
+
 def _write_partitioned(
-    frame: pl.DataFrame, root: Path, meta: dict[str, str], digests: dict | None = None
+    frame: pl.DataFrame,
+    root: Path,
+    meta: dict[str, str],
+    digests: dict | None = None,
+    every: set[tuple[str, str]] = frozenset(),
 ) -> list[str]:
+    """Write ``frame`` as ``root/date=/region=/part-0.parquet``; a (date, region) of ``every``
+    without a row gets an empty file with the schema, so that a statistic whose cells are all
+    suppressed still reads (as zero rows) in every reader."""
     written = []
-    if not frame.height:
-        return written
-    for (day, reg), part in frame.partition_by(
-        ["date", "region"], as_dict=True, maintain_order=True
-    ).items():
-        folder = root / f"date={day.isoformat()}" / f"region={reg}"
+    frame = _analyst_types(frame)
+    parts = {
+        (day.isoformat(), reg): part.drop("date", "region")
+        for (day, reg), part in frame.partition_by(
+            ["date", "region"], as_dict=True, maintain_order=True
+        ).items()
+    } if frame.height else {}  # fmt: skip
+    empty = frame.drop("date", "region").clear()
+    for day, reg in sorted(set(parts) | set(every)):
+        folder = root / f"date={day}" / f"region={reg}"
         folder.mkdir(parents=True, exist_ok=True)
-        part.drop("date", "region").write_parquet(
+        parts.get((day, reg), empty).write_parquet(
             folder / "part-0.parquet",
-            metadata=_with_digest(meta, digests or {}, day.isoformat(), reg),
+            metadata=_with_digest(meta, digests or {}, day, reg),
             **PARQUET_OPTIONS,
         )
         written.append(folder.as_posix())
@@ -642,13 +660,16 @@ def stage_release(
     }
     release_meta = {**meta, "cdranon.release": name, "cdranon.key_id": rkeys.key_id}
     digests = partition_digests(restricted, extra)
+    # Every partition the release covers gets a file of every statistic (empty when all its
+    # cells are suppressed): the partitions of the restricted data it was computed from.
+    covered = {k for k in digests if cutoff is None or k[0] < cutoff.isoformat()}
     total_eps = 0.0
     for stat_name in release.statistics:
         stat = STATISTICS[stat_name]
         published, margins, report = compute_statistic(stat, scan, release, keyring)
         m = {**release_meta, "cdranon.dataset": stat_name, "cdranon.k": str(release.k)}
-        _write_partitioned(published, out_root / stat_name, m, digests)
-        _write_partitioned(margins, out_root / f"{stat_name}_totals", m, digests)
+        _write_partitioned(published, out_root / stat_name, m, digests, covered)
+        _write_partitioned(margins, out_root / f"{stat_name}_totals", m, digests, covered)
         entry["statistics"][stat_name] = report.to_dict()
         if report.dp:
             total_eps += release.dp.epsilon

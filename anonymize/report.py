@@ -262,10 +262,22 @@ def render_html(manifest: dict) -> str:
         parts.append("</table>")
     for title, svg in _charts(manifest):
         parts.append(f"<h2>{html.escape(title)}</h2><figure class='chart'>{svg}</figure>")
-    parts.append("<h2>Details</h2><pre>")
-    parts.append(html.escape(render_markdown(manifest)))
-    parts.append("</pre></body></html>")
+    parts.append("<section id='details'><h2>Details</h2>")
+    parts.append(_markdown_to_html(render_markdown(manifest)))
+    parts.append("</section></body></html>")
     return "\n".join(parts)
+
+
+def _markdown_to_html(text: str) -> str:
+    """The report's Markdown as HTML: tables as tables, headings one level down (the page has
+    its own title). Raw HTML in the text is escaped, never passed through."""
+    from markdown_it import MarkdownIt
+
+    rendered = MarkdownIt("commonmark", {"html": False}).enable("table").render(text)
+    for level in (5, 4, 3, 2, 1):
+        rendered = rendered.replace(f"<h{level}>", f"<h{level + 1}>")
+        rendered = rendered.replace(f"</h{level}>", f"</h{level + 1}>")
+    return rendered
 
 
 def write_report(out: Path, manifest: dict) -> tuple[Path, Path]:

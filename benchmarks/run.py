@@ -12,12 +12,15 @@ It then checks the targets of issue 14 and says, for each, met or missed and by 
 the library path at most 2.0x the floor at 1M rows and 1.5x at 10M (goal 1.3x); its peak RSS at
 most the floor's + 600 MiB at every size; the whole run at most 10 s over the library path; and
 the nightly run of the incremental benchmark (day seven arrives, ``benchmarks.incremental``) at
-most 1.5x the floor over that day's file alone.
+most 1.5x the floor over that day's file alone. Then issue 21's: the sample run's wall time by
+stage, and a run with nothing to do, an empty landing zone and a refused start each answering
+in at most 5 s (``./dev bench --sizes --night 0`` runs only these).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import re
@@ -40,19 +43,20 @@ RATIO_TARGET = {1_000_000: 2.0, 10_000_000: 1.5}
 RSS_MARGIN_MIB = 600
 RUN_OVERHEAD_S = 10.0
 NIGHT_RATIO = 1.5
+ANSWER_S = 5.0  # a run with nothing to do, an empty landing zone, a refused start (issue 21)
 
 
 def measure(
-    cmd: list[str], env: dict[str, str], output: list[str] | None = None
+    cmd: list[str], env: dict[str, str], output: list[str] | None = None, codes: tuple = (0,)
 ) -> tuple[float, float]:
-    """Run a command; return (wall seconds, peak RSS in MiB). Fails loudly on a non-zero exit.
-    Its standard output is appended to ``output`` when given."""
+    """Run a command; return (wall seconds, peak RSS in MiB). Fails loudly on an exit code not
+    in ``codes``. Its standard output is appended to ``output`` when given."""
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         start = time.perf_counter()
         proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=err)
         _, status, usage = os.wait4(proc.pid, 0)
         wall = time.perf_counter() - start
-        if os.waitstatus_to_exitcode(status) != 0:
+        if os.waitstatus_to_exitcode(status) not in codes:
             err.seek(0)
             tail = err.read().decode(errors="replace")[-2000:]
             raise SystemExit(f"benchmark command failed: {' '.join(cmd)}\n{tail}")
@@ -103,11 +107,44 @@ def night(work: Path, sessions: int, env: dict[str, str]) -> list[str]:
     ]
 
 
+def answers(work: Path, env: dict[str, str]) -> list[str]:
+    """The sample run's wall time by stage (its ``--json`` ``seconds``), then the runs that must
+    answer without Prefect: nothing to do, an empty landing zone, a refused start."""
+    sample, out, empty = ROOT / "data" / "sample", work / "answers", work / "empty-landing"
+    shutil.rmtree(out, ignore_errors=True)
+    (empty / "lync").mkdir(parents=True, exist_ok=True)
+    doc: list[str] = []
+    run = [CDRANON, "run", "--landing", str(sample), "--out", str(out), "--dev-key", "--json"]
+    wall, _ = measure(run, env, doc)
+    split = json.loads(doc[0])["seconds"]
+    lines = [
+        f"- the sample run (`cdranon run --json`, warm Prefect home): {wall:.1f} s; "
+        + ", ".join(f"{k} {v:.2f} s" for k, v in split.items())
+    ]
+    no_key = {k: v for k, v in env.items() if k != "CDRANON_MASTER_KEY"}
+    cases = (
+        ("nothing to do", run, env, 0),
+        ("an empty landing zone", [CDRANON, "run", "--landing", str(empty), "--out",
+                                   str(work / "empty-out"), "--dev-key"], env, 1),
+        ("a refused start (no key)", run[:-2], no_key, 2),
+    )  # fmt: skip
+    for label, cmd, cmd_env, code in cases:
+        wall, _ = measure(cmd, cmd_env, codes=(code,))
+        lines.append(
+            f"- {label}: {wall:.2f} s: target <= {ANSWER_S:.0f} s: " + verdict(wall, ANSWER_S, " s")
+        )
+    shutil.rmtree(out, ignore_errors=True)
+    return lines
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    ap.add_argument("--sizes", type=int, nargs="+", default=[1_000_000, 10_000_000])
+    ap.add_argument(
+        "--sizes", type=int, nargs="*", default=[1_000_000, 10_000_000],
+        help="rows per size (none: only the sample run and the fast answers)",
+    )  # fmt: skip
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--work", type=Path, default=HERE / "work")
     ap.add_argument(
@@ -187,7 +224,13 @@ def main() -> None:
     shutil.rmtree(work / "out", ignore_errors=True)
     if args.night:
         targets += night(work, args.night, env)
-    report = "\n".join([*lines, "", "Targets (issue 14):", *targets]) + "\n"
+    fast = answers(work, env)
+    report = (
+        "\n".join(
+            [*lines, "", "Targets (issue 14):", *targets, "", "Fast answers (issue 21):", *fast]
+        )
+        + "\n"
+    )
     (work / "last-results.md").write_text(report)
     print("\n" + report)
 

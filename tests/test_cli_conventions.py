@@ -87,6 +87,20 @@ def test_runs_with_nothing_to_do_answer_without_prefect_and_write_nothing(
     assert not home.exists()  # no Prefect server was started by any of them
 
 
+def test_quiet_and_log_level(tmp_path, policy, dev_keyring):
+    landing, out = _web_landing(tmp_path), tmp_path / "out"
+    run_local(landing, out, policy=policy, keyring=dev_keyring, run_id="r1")
+    args = ["run", "--landing", str(landing), "--out", str(out), "--dev-key"]
+    quiet = runner.invoke(app, [*args, "--quiet"])
+    assert quiet.exit_code == 0
+    assert quiet.output == ""
+    said = runner.invoke(app, args)
+    assert "nothing to do: no new input file since the last run" in said.output
+    bad = runner.invoke(app, [*args, "--log-level", "LOUD"])
+    assert bad.exit_code == EXIT_REFUSED_TO_START
+    assert "--log-level is one of DEBUG, INFO, WARNING, ERROR" in bad.output
+
+
 def test_work_counts_what_makes_a_run(tmp_path, policy, dev_keyring):
     from anonymize.run import Run, Work
 
@@ -233,3 +247,22 @@ def test_a_scoped_reprocess_reads_and_hashes_only_the_files_of_its_scope(
     rehashed = {Path(h).relative_to(landing).as_posix() for h in hashed}
     assert hashed
     assert not rehashed & set(partitions)
+
+
+def test_the_flow_parameters_are_flat_and_described_as_run_params():
+    """Prefect's run form: one typed parameter per RunParams field, with its description,
+    whether the deployment is built from the flow object (serve) or its source (prefect.yaml)."""
+    from prefect.utilities.callables import parameter_schema, parameter_schema_from_entrypoint
+
+    from anonymize.flows.nightly import cdranon_run
+    from anonymize.run import RunParams
+
+    want = {name: field.description for name, field in RunParams.model_fields.items()}
+    for schema in (
+        parameter_schema(cdranon_run),
+        parameter_schema_from_entrypoint("anonymize.flows.nightly.cdranon_run"),
+    ):
+        properties = schema.model_dump()["properties"]
+        got = {k: " ".join((v.get("description") or "").split()) for k, v in properties.items()}
+        assert got == want
+        assert set(schema.model_dump()["required"]) == {"landing", "out"}

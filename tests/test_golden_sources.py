@@ -6,7 +6,7 @@ Pseudonyms are compared with the pseudonym the same identifier gets elsewhere, n
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import polars as pl
@@ -67,10 +67,10 @@ def test_web_requests_golden(tmp_path, policy, dev_keyring, pseudo):
             "path_template", "query", "status", "bytes_sent", "time_taken_ms", "referer_host",
             "browser", "browser_major", "os", "device_class"]  # fmt: skip
     assert web.select(cols).rows() == [
-        (datetime(2026, 11, 23, 23), date(2026, 11, 23), "APAC", None, "2001:db8:abcd::/48",
-         "GET", "/meet/{user}/{conference}", "lang=en", 200, None, 31, None,
-         "Mobile Safari", "17", "iOS", "mobile"),
-        (datetime(2026, 11, 23, 9), date(2026, 11, 23), "EMEA", "www.example.net",
+        (datetime(2026, 11, 23, 23, tzinfo=UTC), date(2026, 11, 23), "APAC", None,
+         "2001:db8:abcd::/48", "GET", "/meet/{user}/{conference}", "lang=en", 200, None, 31,
+         None, "Mobile Safari", "17", "iOS", "mobile"),
+        (datetime(2026, 11, 23, 9, tzinfo=UTC), date(2026, 11, 23), "EMEA", "www.example.net",
          "198.51.100.0/24", "GET", "/newsletter/subscribe", "email&lang=en", 200, 512, None,
          "google.com", "Firefox", "121", "Windows", "desktop"),
     ]  # fmt: skip
@@ -111,7 +111,7 @@ def test_lync_conferences_registrations_and_joins_golden(tmp_path, policy, dev_k
 
     conf = out["lync_conferences"]
     assert conf.select("conference_hour", "duration_s", "conference_type", "region").rows() == [
-        (datetime(2026, 11, 23, 10), 1800.0, "focus", "EMEA")
+        (datetime(2026, 11, 23, 10, tzinfo=UTC), 1800.0, "focus", "EMEA")
     ]  # the synthetic transaction (Flag 1) is not there
     assert conf["organizer"].to_list() == [pseudo("sip:ann@contoso.com")]
 
@@ -120,8 +120,8 @@ def test_lync_conferences_registrations_and_joins_golden(tmp_path, policy, dev_k
         "register_hour", "duration_s", "client", "client_network", "via_edge",
         "device_manufacturer", "region",
     ).rows() == [
-        (datetime(2026, 11, 23, 8), 30600.0, "desk_phone", "203.0.113.0/24", True, "Polycom",
-         "AMER"),
+        (datetime(2026, 11, 23, 8, tzinfo=UTC), 30600.0, "desk_phone", "203.0.113.0/24", True,
+         "Polycom", "AMER"),
     ]  # fmt: skip
     assert reg["user"].to_list() == [pseudo("ann@contoso.com")]
 

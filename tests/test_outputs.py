@@ -84,3 +84,74 @@ def test_readme_reader_snippets_agree_on_row_count(
     assert len(duckdb.sql(block.split('duckdb.sql("""')[1].split('""")')[0]).fetchall()) > 0
     assert ns["t"].num_rows == len(ns["df"]) == n_duck > 0
     assert str(ns["t"].schema.field("date").type) == "date32[day]"
+
+
+def test_outputs_read_alike_in_every_reader_even_when_fully_suppressed(
+    policy, dev_keyring, tmp_path
+):
+    """What analysts rely on: a statistic whose cells are all suppressed is still there (zero
+    rows, its columns) for DuckDB, polars, pandas and pyarrow; counts are Int64; times UTC."""
+    import duckdb
+    import pandas as pd
+    import polars as pl
+    import pyarrow.dataset as ds
+
+    from anonymize.run import run_local
+    from tests.conftest import SAMPLE
+
+    out = tmp_path / "out"
+    report: dict = {}
+    run_local(SAMPLE, out, policy=policy, keyring=dev_keyring, run_id="r1", report=report)
+    stats = report["releases"]["partner"]["statistics"]
+    empty = [name for name, s in stats.items() if s["published"] == 0]
+    assert empty, "the sample should have a fully suppressed statistic"
+    for name in stats:
+        folder = out / "shareable" / "partner" / name
+        glob = f"{folder}/**/*.parquet"
+        rows = {
+            "duckdb": duckdb.sql(
+                f"SELECT count(*) FROM read_parquet('{glob}', hive_partitioning = true)"
+            ).fetchall()[0][0],
+            "polars": pl.read_parquet(folder, hive_partitioning=True).height,
+            "pandas": len(pd.read_parquet(folder)),
+            "pyarrow": ds.dataset(folder, partitioning="hive").count_rows(),
+        }
+        assert len(set(rows.values())) == 1, (name, rows)
+        assert (rows["polars"] == 0) == (name in empty), (name, rows)
+        frame = pl.read_parquet(folder, hive_partitioning=True)
+        assert "people" in frame.columns
+        counts = [c for c, t in frame.schema.items() if t.is_integer()]
+        assert all(frame.schema[c] == pl.Int64 for c in counts), (name, frame.schema)
+    restricted = pl.read_parquet(out / "restricted" / "lync_sessions", hive_partitioning=True)
+    assert restricted.schema["session_hour"] == pl.Datetime("ms", "UTC")
+    arrow = pq.read_schema(next((out / "restricted" / "lync_sessions").rglob("*.parquet")))
+    assert str(arrow.field("session_hour").type) == "timestamp[ms, tz=UTC]"
+
+
+def test_conference_joins_join_their_conference(policy, dev_keyring, tmp_path):
+    """Per-conference questions: every join of the sample finds its conference through
+    ``conference_key``, and the presenter is the organiser the conference names."""
+    import polars as pl
+
+    from anonymize.run import run_local
+    from tests.conftest import SAMPLE
+
+    out = tmp_path / "out"
+    run_local(SAMPLE, out, policy=policy, keyring=dev_keyring, run_id="r1")
+    confs = pl.read_parquet(out / "restricted" / "lync_conferences", hive_partitioning=True)
+    joins = pl.read_parquet(out / "restricted" / "lync_conference_joins", hive_partitioning=True)
+    assert joins.height > 0
+    assert joins["conference_key"].null_count() == 0
+    assert confs["conference_key"].n_unique() == confs.height
+    matched = joins.join(confs.select("conference_key", "organizer"), on="conference_key")
+    assert matched.height == joins.height
+    presenters = matched.filter(pl.col("role") == "presenter")
+    assert presenters.height > 0
+    assert (presenters["user"] == presenters["organizer"]).all()
+    assert all(k.startswith("m-") for k in confs["conference_key"])
+    # The run's HTML report shows its details as HTML tables, not Markdown in a <pre>.
+    [page] = (out / "_manifests").glob("*.html")
+    details = page.read_text().split("<section id='details'>", 1)[1]
+    assert details.count("<table>") >= 3
+    assert "<pre>" not in details
+    assert "|---|" not in details

@@ -54,9 +54,12 @@ def test_golden_sample(tmp_path, policy, dev_keyring):
     got = df.with_columns(
         pl.col("date").cast(pl.Date),
         pl.col("modalities").list.join("|"),
-        pl.col("session_hour").cast(pl.Datetime("us")),
+        pl.col("session_hour").cast(pl.Datetime("us", "UTC")),
     ).select(expected.columns)
-    expected = expected.with_columns(pl.col("session_hour").cast(pl.Datetime("us")))
+    # The expected CSV writes UTC times without an offset, as the CDRs do.
+    expected = expected.with_columns(
+        pl.col("session_hour").cast(pl.Datetime("us")).dt.replace_time_zone("UTC")
+    )
     assert (
         got.sort("session_hour", "setup_s").to_dicts()
         == expected.sort("session_hour", "setup_s").to_dicts()

@@ -13,7 +13,7 @@ import re
 from collections.abc import Callable
 from datetime import date
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Any, TypeVar
 
 from prefect import Flow, State, flow, get_run_logger, task
 from prefect import runtime as prefect_runtime
@@ -26,7 +26,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.futures import wait
 from prefect.states import Failed
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
-from pydantic import Field, ValidationError
+from pydantic import ValidationError
 
 from anonymize.errors import (
     CdranonError,
@@ -218,11 +218,6 @@ def _run_id() -> str:
     return found[-1] if found else new_run_id()
 
 
-def _describe(name: str) -> Any:
-    """A flow parameter's description: RunParams' own, shown in Prefect's run form."""
-    return Field(description=RunParams.model_fields[name].description)
-
-
 @flow(
     name="cdranon-run",
     task_runner=_task_runner(),
@@ -230,23 +225,39 @@ def _describe(name: str) -> Any:
     flow_run_name=_flow_run_name,
 )
 def cdranon_run(
-    landing: Annotated[Path, _describe("landing")],
-    out: Annotated[Path, _describe("out")],
-    policy: Annotated[Path | None, _describe("policy")] = None,
-    dev_key: Annotated[bool, _describe("dev_key")] = False,
-    release: Annotated[str | None, _describe("release")] = None,
-    sources: Annotated[list[Family] | None, _describe("sources")] = None,
-    regions: Annotated[list[Region] | None, _describe("regions")] = None,
-    date_from: Annotated[date | None, _describe("date_from")] = None,
-    date_to: Annotated[date | None, _describe("date_to")] = None,
-    reprocess: Annotated[bool, _describe("reprocess")] = False,
-    rekey: Annotated[bool, _describe("rekey")] = False,
+    landing: Path,
+    out: Path,
+    policy: Path | None = None,
+    dev_key: bool = False,
+    release: str | None = None,
+    sources: list[Family] | None = None,
+    regions: list[Region] | None = None,
+    date_from: date | None = None,
+    date_to: date | None = None,
+    reprocess: bool = False,
+    rekey: bool = False,
 ) -> dict:
     """Run cdranon over a landing zone and publish what passes; return the run's summary.
 
     Ends Failed, with a one-line reason, whenever nothing was published (refused to start,
     nothing to publish, refused by the gate, failed); calling it then raises that error
     (``NotPublished`` carries the summary). The manifest says why in every case it could start.
+    The descriptions below are Prefect's run form's (read from this docstring, also where the
+    flow is deployed from its source); a test keeps them equal to ``RunParams``'.
+
+    Args:
+        landing: The landing zone: lync/, connect/, weblogs/ folders.
+        out: The output root (restricted/, shareable/, _manifests/ ...).
+        policy: Policy YAML; empty: the shipped default policy.
+        dev_key: Use the public development key: outputs not for sharing.
+        release: Publish only this release of the policy; empty: all.
+        sources: Take new files of these families only (lync, connect, weblogs).
+        regions: Publish partitions of these regions of the policy only (AMER, EMEA ...).
+        date_from: First day the run may publish.
+        date_to: Last day the run may publish.
+        reprocess: Rebuild every partition in the scope (dates, regions) from the landing zone,
+            not only what is new; reads only the files with rows in the scope.
+        rekey: Rotate the master key: rebuild everything under this run's key.
     """
     try:
         try:
