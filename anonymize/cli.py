@@ -719,7 +719,17 @@ def status(
         _fail(EXIT_REFUSED_TO_START, str(exc))
     report["pending_requests"] = [r["id"] for r in requests if r["state"] == "pending"]
     report["dp_spent"] = budgets  # epsilon per recipient and period
-    report["has_work"] = batch.has_work or bool(report["pending_requests"])
+    # Work besides new files, as the run decides it (``Run.work``): retention, days to settle.
+    from anonymize.keys import KeyRing
+    from anonymize.publish import new_run_id
+    from anonymize.run import Run
+
+    probe = Run(landing, out, loaded, KeyRing.development(), new_run_id())  # no key is used
+    report["retention_due"] = sum(len(v) for v in probe.to_purge().values())
+    report["settle_due"] = len(probe.due_to_settle(set()))
+    report["has_work"] = batch.has_work or bool(
+        report["pending_requests"] or report["retention_due"] or report["settle_due"]
+    )
     if as_json:
         sys.stdout.write(json.dumps(report, indent=1) + "\n")
         return
@@ -753,6 +763,11 @@ def status(
     for recipient, periods in budgets.items():
         spent = ", ".join(f"{p}: {e}" for p, e in sorted(periods.items())[-3:])
         out_console.print(f"DP epsilon given to {recipient}: {spent}")
+    if report["retention_due"] or report["settle_due"]:
+        out_console.print(
+            f"the next run also purges {report['retention_due']} item(s) past retention and "
+            f"gives {report['settle_due']} settled day/region partition(s) to their recipients"
+        )
     if not report["has_work"]:
         out_console.print("nothing new: the next run has nothing to do")
 

@@ -613,7 +613,7 @@ class Run:
             planned, ledger, self.landing, self.scope, self.reprocess, self.sources
         )
         batch.first_files()
-        purge = self._to_purge()
+        purge = self.to_purge()
         return Work(
             files=sum(1 for p in planned if not p.side or p.merge_into),
             ignored=len(ignored),
@@ -621,7 +621,7 @@ class Run:
             reprocess=self.reprocess,
             requests=len(Subjects.load(self.out).pending(self.keyring.key_id)),
             purge=sum(len(v) for v in purge.values()),
-            settle=len(self._due_to_settle(set())),
+            settle=len(self.due_to_settle(set())),
             superseded=len(batch.superseded),
         )
 
@@ -883,7 +883,7 @@ class Run:
         """``<release>/<dataset>`` of the event datasets of releases (they hold pseudonyms)."""
         return {f"{n}/{d}" for n, spec in self.policy.releases.items() for d in spec.events}
 
-    def _to_purge(self) -> dict[str, list[str]]:
+    def to_purge(self) -> dict[str, list[str]]:
         """Retention: what this run would purge (names and ``date/region`` keys), deleting
         nothing. Quarantine folders, manifests and staging folders older than the policy's
         days; restricted partitions older than the horizon (and event releases with them)."""
@@ -924,7 +924,7 @@ class Run:
         """Retention: purge now the quarantine folders, manifests and staging folders past the
         policy's days; restricted partitions past the horizon leave with this run's
         publication. Return what was (or will be) purged."""
-        purged = self._to_purge()
+        purged = self.to_purge()
         for name in purged["quarantine"]:
             shutil.rmtree(self.out / QUARANTINE / name, ignore_errors=True)
         for name in purged["manifests"]:
@@ -959,12 +959,12 @@ class Run:
         return {k for k in keys if k.partition("/")[0] >= horizon.isoformat()}
 
     def _to_settle(self, affected: set[str]) -> list[str]:
-        """Stage the published partitions due to settle (``_due_to_settle``); return them."""
-        due = self._due_to_settle(affected)
+        """Stage the published partitions due to settle (``due_to_settle``); return them."""
+        due = self.due_to_settle(affected)
         self._stage_published(due)
         return sorted(due)
 
-    def _due_to_settle(self, affected: set[str]) -> set[str]:
+    def due_to_settle(self, affected: set[str]) -> set[str]:
         """Published partitions old enough for a release with ``settle_days`` that its
         recipient has not been given yet (nothing new has to arrive for a day to settle)."""
         published = current_version(self.out)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import gzip
 import shutil
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 import polars as pl
@@ -203,7 +203,7 @@ def test_connect_golden_values(tmp_path, policy, dev_keyring):
     results, _ = run_here(tmp_path, policy, dev_keyring)
     assert results[0].rows_published == 2
     df = read(tmp_path / "out", "connect_transactions").sort("visit_hour")
-    assert df["visit_hour"].to_list() == [datetime(2026, 11, 24, 7), datetime(2026, 11, 24, 7)]
+    assert df["visit_hour"].to_list() == [datetime(2026, 11, 24, 7, tzinfo=UTC)] * 2
     assert [str(d) for d in df["date"]] == ["2026-11-24", "2026-11-24"]
     assert df["duration_s"].to_list() == [2730.5, None]
     assert df["in_progress"].to_list() == [False, True]
@@ -320,7 +320,7 @@ def test_connect_csv_download_is_read_like_the_xml(tmp_path, policy, dev_keyring
     results, _ = run_here(tmp_path, policy, dev_keyring)
     assert results[0].contract == "connect_meeting_sessions"
     df = read(tmp_path / "out", "connect_meeting_sessions")
-    assert df["session_hour"].to_list() == [datetime(2026, 11, 23, 9)]
+    assert df["session_hour"].to_list() == [datetime(2026, 11, 23, 9, tzinfo=UTC)]
     assert df["duration_s"].to_list() == [3600.0]
 
 
