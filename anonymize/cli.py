@@ -334,8 +334,8 @@ def _prefect_settings(log_level: str | None, *, quiet: bool, bar: bool) -> None:
     if os.environ.get("PREFECT_HOME"):  # Prefect makes its home, but not the folders above it
         with contextlib.suppress(OSError):
             Path(os.environ["PREFECT_HOME"]).expanduser().mkdir(parents=True, exist_ok=True)
-    # Prefect's console lines: under a progress bar (or --quiet, --json) only warnings; every
-    # line still goes to the Prefect API (its own handler).
+    # Prefect's console lines: under a progress bar only warnings, with --quiet or --json only
+    # errors, unless --log-level says; every line still goes to the Prefect API (its handler).
     level = log_level.upper() if log_level else ("WARNING" if bar or quiet else None)
     if quiet and not log_level:
         level = "ERROR"
@@ -346,9 +346,11 @@ def _prefect_settings(log_level: str | None, *, quiet: bool, bar: bool) -> None:
 
 
 class _StageTimer:
-    """Wall time of a run's stages from the command line: server (start to first read), read,
-    release, gate, publish, finish (manifest, report, Prefect's end); fed by the run's progress
-    reports (``anonymize.run.Progress``)."""
+    """Wall time of a run's stages from the command line: server (from the command's start
+    until the server answers: imports, deciding the work, the server's start), read (the flow
+    run's start, discovery, the files), release, gate, publish, finish (manifest, report,
+    Prefect's end of the flow run); fed by the run's progress reports
+    (``anonymize.run.Progress``)."""
 
     ORDER = ("server", "read", "release", "gate", "publish", "finish")
 

@@ -139,7 +139,7 @@ class RunParams(BaseModel):
         return {name: getattr(self, name) for name in type(self).model_fields}
 
     def scope_label(self) -> str:
-        """A short label of what the run covers, for names (``all``, ``reprocess EMEA
+        """A short label of what the run covers, for names (``new files``, ``reprocess EMEA
         2026-11-24``)."""
         parts = ["rekey"] if self.rekey else ["reprocess"] if self.reprocess else []
         parts += sorted(self.sources or [])
