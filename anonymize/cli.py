@@ -913,9 +913,12 @@ prints the policy as runs apply it.
 def init(
     folder: Annotated[Path, typer.Argument(help="The folder to set up (created).")],
 ) -> None:
-    """Start a landing zone and a policy: FOLDER/landing/<family>/<region>/ for each source
-    family and region of the default policy, FOLDER/README.md, and FOLDER/policy.yaml,
-    a copy of the default policy to edit. Nothing that exists is overwritten."""
+    """Start a landing zone and a policy to edit.
+
+    FOLDER/landing/<family>/<region>/ for each source family and region of the default policy,
+    FOLDER/README.md (what goes where, the next commands) and FOLDER/policy.yaml, a copy of the
+    default policy. Nothing that exists is overwritten.
+    """
     from anonymize.policy import DEFAULT_POLICY, load_policy
 
     landing, policy, out = folder / "landing", folder / "policy.yaml", folder / "out"
@@ -942,8 +945,10 @@ def init(
 
 @app.command()
 def keygen() -> None:
-    """Print a new random master key with its random key id. Keep it secret; set it as
-    CDRANON_MASTER_KEY (or in the Secret block the policy names)."""
+    """Print a new random master key with its random key id.
+
+    Keep it secret; set it as CDRANON_MASTER_KEY (or in the Secret block the policy names).
+    """
     from anonymize.keys import generate_key
 
     sys.stdout.write(generate_key() + "\n")
