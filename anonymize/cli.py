@@ -1088,9 +1088,7 @@ def _new_run_id() -> str:
 @app.command()
 def subjects(
     out: OutOption,
-    as_json: Annotated[
-        bool, typer.Option("--json", help="One JSON document on stdout, for scripts.")
-    ] = False,
+    as_json: JsonOption = False,
 ) -> None:
     """List the data-subject requests of an output root and their state (no identifier)."""
     import json

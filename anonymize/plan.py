@@ -9,6 +9,7 @@ Examples
 from __future__ import annotations
 
 import os
+from collections import OrderedDict
 from pathlib import Path
 
 from anonymize.errors import ContractError, InputError, read_failure, safe_text
@@ -16,6 +17,22 @@ from anonymize.layout import PlannedFile
 from anonymize.policy import Policy
 from anonymize.sources import open_source
 from anonymize.sources.base import file_sha256
+
+# Hashes this process has taken, by (path, size, modification time): the command line decides a
+# run's work (``Run.work``) and the run then plans the same new files, which are not read twice.
+_HASHED: OrderedDict[tuple[str, int, int], str] = OrderedDict()
+_HASHED_MAX = 100_000
+
+
+def _sha256(path: str, size: int, mtime_ns: int, reuse: bool) -> str:
+    key = (path, size, mtime_ns)
+    if reuse and key in _HASHED:
+        _HASHED.move_to_end(key)
+        return _HASHED[key]
+    sha = _HASHED[key] = file_sha256(Path(path))
+    if len(_HASHED) > _HASHED_MAX:
+        _HASHED.popitem(last=False)
+    return sha
 
 
 def plan_inputs(
@@ -30,7 +47,7 @@ def plan_inputs(
     landing zone) is marked, so it is refused instead of counted twice. Higher-priority kinds
     come first (VoIP rows before the session rows they beat). ``known`` maps a path to the
     size, modification time (ns) and hash the ledger recorded: a file whose size and time are
-    unchanged is not hashed again.
+    unchanged is not hashed again, nor one this process hashed already with that size and time.
     """
     planned = []
     seen: dict[str, str] = {}
@@ -45,8 +62,8 @@ def plan_inputs(
             cached = (known or {}).get(path)
             if cached is not None and cached[:2] == (size, mtime_ns):
                 sha = cached[2]
-            else:
-                sha = file_sha256(Path(path))
+            else:  # without ``known`` (an unscoped reprocess) every file is hashed anew
+                sha = _sha256(path, size, mtime_ns, reuse=known is not None)
             c = open_source(Path(path), family).contract
             ds = policy.dataset_for(c)
             contract, dataset, priority = c.name, ds.name if ds else None, c.priority

@@ -487,9 +487,8 @@ class Work:
     @property
     def reason(self) -> str | None:
         """Why there is nothing to do (None when there is something to do)."""
-        if self.to_read or self.reprocess or self.requests or self.purge or self.settle:
-            return None
-        if self.superseded:
+        if any((self.to_read, self.reprocess, self.requests, self.purge, self.settle,
+                self.superseded)):  # fmt: skip
             return None
         if not self.files:
             extra = f" ({self.ignored} other file(s) ignored)" if self.ignored else ""
