@@ -889,6 +889,60 @@ def policy_show(policy: PolicyOption = None, as_json: JsonOption = False) -> Non
     )
 
 
+@app.command()
+def describe(
+    name: Annotated[
+        str | None,
+        typer.Argument(
+            help="A dataset (restricted or statistic) or a release of the policy; none: list them.",
+            show_default=False,
+        ),
+    ] = None,
+    policy: PolicyOption = None,
+    as_json: JsonOption = False,
+    markdown: Annotated[
+        bool, flag("--markdown", help="Print the README's dataset reference (every dataset).")
+    ] = False,
+) -> None:
+    """Print the data dictionary: each column's description, unit and privacy treatment."""
+    from anonymize import dictionary as dd
+    from anonymize.policy import DEFAULT_POLICY, load_policy
+    from anonymize.statistics import STATISTICS
+
+    try:
+        loaded = load_policy(policy or DEFAULT_POLICY)
+    except CdranonError as exc:
+        _fail(EXIT_REFUSED_TO_START, str(exc))
+    if markdown:
+        sys.stdout.write(dd.render_markdown(loaded))
+        return
+    restricted = dd.restricted_datasets()
+    if name is None:
+        doc = {
+            "restricted": restricted,
+            "statistics": {s: STATISTICS[s].description for s in sorted(STATISTICS)},
+            "releases": {r: spec.recipient for r, spec in loaded.releases.items()},
+        }
+        if as_json:
+            sys.stdout.write(json.dumps(doc, indent=1) + "\n")
+            return
+        lines = ["restricted datasets:", *(f"  {d}" for d in restricted), "statistics:"]
+        lines += [f"  {s}: {d}" for s, d in doc["statistics"].items()]
+        lines += ["releases (of the policy):"]
+        lines += [f"  {r} (recipient {who})" for r, who in doc["releases"].items()]
+        lines += ["`cdranon describe NAME` prints one of them."]
+        sys.stdout.write("\n".join(lines) + "\n")
+        return
+    if name in loaded.releases:
+        doc = dd.describe_release(name, loaded)
+    elif name in restricted or name in STATISTICS:
+        doc = dd.describe_dataset(name, loaded)
+    else:
+        known = ", ".join([*restricted, *sorted(STATISTICS), *loaded.releases])
+        _fail(EXIT_REFUSED_TO_START, f"no dataset or release is called {name!r}; known: {known}")
+    sys.stdout.write(json.dumps(doc, indent=1) + "\n" if as_json else dd.render_text(doc))
+
+
 INIT_README = """# cdranon
 
 Drop the exports into `landing/`, one folder per source family, then one per hosting region

@@ -15,7 +15,7 @@ from typing import Literal
 
 import polars as pl
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from anonymize.errors import ContractError
 
@@ -103,15 +103,54 @@ OUTPUT_DTYPES: dict[str, pl.DataType] = {
 }
 
 
+OutputType = Literal["string", "int", "float", "bool", "datetime", "list[string]"]
+
+
+class ColumnDoc(BaseModel):
+    """The data dictionary entry of one output column: what it holds, in which unit.
+
+    The privacy treatment is not written here: it follows from the policy that made the column
+    (``anonymize.dictionary``), so it is true for whichever policy ran.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    type: OutputType | Literal["date"]
+    description: str = Field(min_length=12, max_length=240)
+    unit: str | None = None
+    role: Literal["dimension", "measure", "people"] | None = None  # statistics only
+
+
 class OutputSchema(BaseModel):
-    """The strict column list of one published dataset (partition keys excluded)."""
+    """The strict column list of one published dataset (partition keys excluded), with the data
+    dictionary entry of each column (``docs``)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     dataset: str
     version: str
     partitioning: tuple[str, ...]
-    columns: dict[str, Literal["string", "int", "float", "bool", "datetime", "list[string]"]]
+    columns: dict[str, OutputType]
+    docs: dict[str, ColumnDoc]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _split_docs(cls, raw: dict) -> dict:
+        """``columns: {name: {type, unit, description}}`` in YAML: types and docs apart."""
+        cols = raw.get("columns") or {}
+        if isinstance(raw, dict) and "docs" not in raw:
+            undocumented = sorted(c for c, v in cols.items() if not isinstance(v, dict))
+            if undocumented:
+                raise ValueError(
+                    f"columns without a description: {', '.join(undocumented)} (write "
+                    "{type, unit, description} for each)"
+                )
+            raw = {
+                **raw,
+                "columns": {c: v.get("type") for c, v in cols.items()},
+                "docs": cols,
+            }
+        return raw
 
     @property
     def polars_schema(self) -> pl.Schema:

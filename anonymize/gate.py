@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
+import json
 import os
 import re
 import time
@@ -39,6 +40,7 @@ import phonenumbers
 import polars as pl
 import pyarrow.parquet as pq
 
+from anonymize import datasheet
 from anonymize.canaries import Canaries, canary_key, collect
 from anonymize.errors import ContractError, InputError
 from anonymize.keys import KeyRing
@@ -246,6 +248,23 @@ def free_text_columns(policy) -> frozenset[str]:
     )
 
 
+def _document_lines(root: Path) -> list[str]:
+    """The lines of the release datasheets under ``root``, with the pipeline's own hex digests
+    (key ids, policy hash, inputs digest, as the JSON states them) taken out."""
+    lines: list[str] = []
+    for f in datasheet.documents(root):
+        text = f.read_text(encoding="utf-8", errors="replace")
+        try:
+            doc = json.loads((f.parent / f"{datasheet.DATASHEET}.json").read_text())
+            own = [doc.get("key_id"), doc.get("inputs_digest"), doc.get("policy", {}).get("sha256")]
+        except (OSError, ValueError, AttributeError):
+            own = []
+        for digest in filter(None, own):
+            text = text.replace(str(digest), "<digest>")
+        lines += [line.strip() for line in text.splitlines() if line.strip()]
+    return lines
+
+
 def scan(
     root: Path,
     canaries: Canaries | None,
@@ -271,9 +290,15 @@ def scan(
         rel = f.relative_to(root)
         by_dataset.setdefault(_dataset_of(rel), []).append(f)
         path_values += list(rel.parts[:-1])
-        # The file's key-value metadata (where polars writes it) and the Arrow schema's.
-        meta = {**(pq.read_schema(f).metadata or {}), **(pq.read_metadata(f).metadata or {})}
+        # The file's key-value metadata (where polars writes it), the Arrow schema's, and each
+        # field's (the data dictionary: description, unit, treatment).
+        arrow = pq.read_schema(f)
+        meta = {**(arrow.metadata or {}), **(pq.read_metadata(f).metadata or {})}
         meta_values += [v.decode("utf-8", "replace") for k, v in meta.items() if k not in _OWN_META]
+        meta_values += [
+            v.decode("utf-8", "replace") for field in arrow for v in (field.metadata or {}).values()
+        ]
+    doc_values = _document_lines(root) if "shareable" in areas else []
     # Every (dataset, column)'s distinct values with their row counts, in one frame, so each
     # distinct value meets the canaries and detectors once.
     tags: list[Tag] = []
@@ -310,7 +335,8 @@ def scan(
                     dict.fromkeys(bad["v"].to_list(), "not_a_pseudonym")
                 )
     pieces = [r for r in results[len(pseudo_queries) :] if r.height]
-    for area, values in (("path", path_values), ("metadata", meta_values)):
+    for area, values in (("path", path_values), ("metadata", meta_values),
+                         ("datasheet", doc_values)):  # fmt: skip
         if values:
             tags.append((area, "*", "*"))
             frame = pl.DataFrame({"v": sorted(set(values))}, schema={"v": pl.String})
@@ -403,7 +429,8 @@ def withhold(
             if kept.height:
                 meta = pq.read_metadata(part).metadata or {}
                 kv = {k.decode(): v.decode() for k, v in meta.items() if k != b"ARROW:schema"}
-                kept.write_parquet(part, metadata=kv, **PARQUET_OPTIONS)
+                fields = pq.read_schema(part).remove_metadata()  # the data dictionary
+                kept.write_parquet(part, metadata=kv, arrow_schema=fields, **PARQUET_OPTIONS)
             else:
                 part.unlink()
                 with contextlib.suppress(OSError):  # a partition left with no rows

@@ -23,6 +23,7 @@ from anonymize.layout import (
     LOCK,
     MANIFESTS,
     QUARANTINE,
+    SHAREABLE,
     STAGING,
     TRASH,
     VERSIONS,
@@ -232,6 +233,39 @@ def _partition_dirs(root: Path, releases: list[str] | None = None) -> list[Path]
     )
 
 
+def _release_documents(root: Path) -> list[Path]:
+    """The documents of each release folder (its datasheet): ``shareable/<release>/<FILE>``."""
+    return sorted(p for p in Path(root).glob(f"{SHAREABLE}/*/*") if p.is_file())
+
+
+def carried_over(
+    staging: Path,
+    out: Path,
+    replace: set[str] | None = None,
+    releases: list[str] | None = None,
+    purge: set[str] = frozenset(),
+    purge_shareable: set[str] = frozenset(),
+) -> list[str]:
+    """The published partitions (paths relative to the version) that the next version keeps
+    as they are: those the run did not stage, rebuild away or purge (see
+    ``publish_partitions``). With the staged ones, they are the next version's partitions."""
+    old = current_version(Path(out))
+    if old is None:
+        return []
+    staged = {p.relative_to(staging).as_posix() for p in _partition_dirs(Path(staging))}
+    replaceable = {p.relative_to(old).as_posix() for p in _partition_dirs(old, releases)}
+    kept = []
+    for part in _partition_dirs(old):
+        rel = part.relative_to(old).as_posix()
+        rebuilt = replace is not None and partition_key(rel) in replace and rel in replaceable
+        expired = partition_key(rel) in purge and (
+            rel.startswith("restricted/") or "/".join(rel.split("/")[1:3]) in purge_shareable
+        )
+        if rel not in staged and not rebuilt and not expired:
+            kept.append(rel)
+    return kept
+
+
 def publish_partitions(
     staging: Path,
     out: Path,
@@ -263,22 +297,19 @@ def publish_partitions(
     new = out / VERSIONS / run_id
     old = current_version(out)
     staged = {p.relative_to(staging).as_posix(): p for p in _partition_dirs(staging)}
-    replaceable = {
-        p.relative_to(old).as_posix() for p in _partition_dirs(old, releases)
-    } if old else set()  # fmt: skip
+    kept = carried_over(staging, out, replace, releases, purge, purge_shareable)
+    documents = {p.relative_to(staging).as_posix(): p for p in _release_documents(staging)}
     try:
         shutil.rmtree(new, ignore_errors=True)
         for area in AREAS:
             (new / area).mkdir(parents=True, exist_ok=True)
-        for part in _partition_dirs(old) if old else []:
-            rel = part.relative_to(old).as_posix()
-            rebuilt = replace is not None and partition_key(rel) in replace and rel in replaceable
-            expired = partition_key(rel) in purge and (
-                rel.startswith("restricted/") or "/".join(rel.split("/")[1:3]) in purge_shareable
-            )
-            if rel not in staged and not rebuilt and not expired:
-                _link_tree(part, new / rel)
-        for rel, part in staged.items():
+        for rel in kept:
+            _link_tree(old / rel, new / rel)
+        for doc in _release_documents(old) if old else []:  # a release this run left alone
+            rel = doc.relative_to(old).as_posix()
+            if rel not in documents and (new / rel).parent.is_dir():
+                os.link(doc, new / rel)
+        for rel, part in [*staged.items(), *documents.items()]:
             (new / rel).parent.mkdir(parents=True, exist_ok=True)
             os.replace(part, new / rel)
         (new / _COMPLETE).touch()

@@ -51,6 +51,7 @@ import polars as pl
 import pyarrow.parquet as pq
 
 from anonymize.contracts import load_output_schema
+from anonymize.dictionary import Entry, arrow_schema, event_entries, statistic_entries
 from anonymize.identifiers import pseudonym
 from anonymize.keys import KeyRing
 from anonymize.layout import PARQUET_OPTIONS, SHAREABLE
@@ -537,6 +538,7 @@ def _write_partitioned(
     meta: dict[str, str],
     digests: dict | None = None,
     every: set[tuple[str, str]] = frozenset(),
+    entries: list[Entry] = (),
 ) -> list[str]:
     """Write ``frame`` as ``root/date=/region=/part-0.parquet``; a (date, region) of ``every``
     without a row gets an empty file with the schema, so that a statistic whose cells are all
@@ -550,12 +552,14 @@ def _write_partitioned(
         ).items()
     } if frame.height else {}  # fmt: skip
     empty = frame.drop("date", "region").clear()
+    fields = arrow_schema(empty.schema, list(entries))  # the data dictionary
     for day, reg in sorted(set(parts) | set(every)):
         folder = root / f"date={day}" / f"region={reg}"
         folder.mkdir(parents=True, exist_ok=True)
         parts.get((day, reg), empty).write_parquet(
             folder / "part-0.parquet",
             metadata=_with_digest(meta, digests or {}, day, reg),
+            arrow_schema=fields,
             **PARQUET_OPTIONS,
         )
         written.append(folder.as_posix())
@@ -668,8 +672,12 @@ def stage_release(
         stat = STATISTICS[stat_name]
         published, margins, report = compute_statistic(stat, scan, release, keyring)
         m = {**release_meta, "cdranon.dataset": stat_name, "cdranon.k": str(release.k)}
-        _write_partitioned(published, out_root / stat_name, m, digests, covered)
-        _write_partitioned(margins, out_root / f"{stat_name}_totals", m, digests, covered)
+        cells, sums = (
+            statistic_entries(stat_name, release),
+            statistic_entries(stat_name, release, totals=True),
+        )
+        _write_partitioned(published, out_root / stat_name, m, digests, covered, cells)
+        _write_partitioned(margins, out_root / f"{stat_name}_totals", m, digests, covered, sums)
         entry["statistics"][stat_name] = report.to_dict()
         if report.dp:
             total_eps += release.dp.epsilon
@@ -682,6 +690,7 @@ def stage_release(
         }
     for dataset, scope in release.events.items():
         cols = pseudonym_columns(policy, dataset)
+        entries = event_entries(dataset, policy, scope)
         files = sorted((restricted / dataset).glob("date=*/region=*/*.parquet"))
         rows = 0
         for f in files:
@@ -710,6 +719,7 @@ def stage_release(
                 metadata=_with_digest(
                     {**release_meta, "cdranon.pseudonym_scope": scope}, digests, day, region
                 ),
+                arrow_schema=arrow_schema(frame.schema, entries),
                 **PARQUET_OPTIONS,
             )
             rows += frame.height

@@ -37,7 +37,7 @@ import polars as pl
 import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
-from anonymize import __version__
+from anonymize import __version__, datasheet
 from anonymize.canaries import canary_key
 from anonymize.deliveries import Deliveries, account
 from anonymize.errors import (
@@ -54,6 +54,7 @@ from anonymize.layout import (
     MANIFESTS,
     PARQUET_OPTIONS,
     QUARANTINE,
+    SHAREABLE,
     STAGING,
     SUBJECTS_FOUND,
     PlannedFile,
@@ -67,13 +68,14 @@ from anonymize.policy import DEFAULT_POLICY, Policy, load_policy
 from anonymize.publish import (
     RunLock,
     build_manifest,
+    carried_over,
     current_version,
     new_run_id,
     owner_only,
     publish_partitions,
     write_manifest,
 )
-from anonymize.releases import settled_before, stage_releases
+from anonymize.releases import release_metadata, settled_before, stage_releases
 from anonymize.report import render_markdown, write_report
 from anonymize.stage import FileResult, process_file
 from anonymize.subjects import (
@@ -730,6 +732,12 @@ class Run:
             done.releases, done.deliveries = self.executor.step(
                 "account", self._account, done.releases, forced, rebuilt
             )
+            replaceable = [
+                name for name, e in done.releases.items()
+                if "refused" not in e and not self.policy.releases[name].frozen
+            ]  # fmt: skip
+            plan = self._version_plan(rebuilt, replaceable, done.purged["partitions"])
+            self.executor.step("datasheets", self._datasheets, done.releases, plan, shas)
             self.progress.report("gate", 0, 1)
             done.gate = self.executor.step("privacy-gate", self._gate, withheld)
             if done.gate["verdict"] != "pass":
@@ -740,10 +748,6 @@ class Run:
                 )
                 return
             self.progress.report("publish", 0, 1)
-            replaceable = [
-                name for name, e in done.releases.items()
-                if "refused" not in e and not self.policy.releases[name].frozen
-            ]  # fmt: skip
             done.published = self.executor.step(
                 "publish", self._publish, rebuilt, replaceable, done.deliveries,
                 done.purged["partitions"],
@@ -849,13 +853,9 @@ class Run:
         )
         return gate
 
-    def _publish(
-        self,
-        affected: list[str],
-        releases: list[str],
-        deliveries: dict[str, dict],
-        purge: list[str],
-    ) -> list[str]:
+    def _version_plan(self, affected: list[str], releases: list[str], purge: list[str]) -> dict:
+        """How the next version is made from the published one (``publish_partitions``'
+        options): the ``date/region`` keys rebuilt, the releases they replace, what expires."""
         replace = set(affected)
         old = current_version(self.out)
         if self.rekey and old is not None:  # nothing of the old key stays
@@ -863,14 +863,44 @@ class Run:
                 partition_key(p.relative_to(old).as_posix())
                 for p in old.glob("restricted/*/date=*/region=*")
             }
+        return {
+            "replace": replace, "releases": releases, "purge": set(purge),
+            "purge_shareable": self._event_datasets(),
+        }  # fmt: skip
+
+    def _datasheets(self, entries: dict[str, dict], plan: dict, shas: list[str]) -> list[str]:
+        """Write each staged release's datasheet (before the gate, which scans it), with the
+        coverage of the version the run will publish."""
+        partitions = [
+            *carried_over(self.staging, self.out, **plan),
+            *(
+                p.relative_to(self.staging).as_posix()
+                for p in self.staging.glob(f"{SHAREABLE}/*/*/date=*/region=*")
+            ),
+        ]
+        meta = release_metadata(self.policy, self.keyring, shas)
+        written = []
+        for name, entry in entries.items():
+            folder = self.staging / SHAREABLE / name
+            if "refused" in entry or not folder.is_dir():
+                continue
+            doc = datasheet.build(name, self.policy, entry, partitions, meta)
+            written += [p.name for p in datasheet.write(folder, doc)]
+        return written
+
+    def _publish(
+        self,
+        affected: list[str],
+        releases: list[str],
+        deliveries: dict[str, dict],
+        purge: list[str],
+    ) -> list[str]:
+        plan = self._version_plan(affected, releases, purge)
         # Charged and recorded before the swap: a crash in between over-charges, never under.
         ledger = self._deliveries()
         ledger.record(deliveries, self.run_id)
         ledger.save(self.out)
-        published = publish_partitions(
-            self.staging, self.out, self.run_id, replace=replace, releases=releases,
-            purge=set(purge), purge_shareable=self._event_datasets(),
-        )  # fmt: skip
+        published = publish_partitions(self.staging, self.out, self.run_id, **plan)
         self.executor.logger().info("published %d partition(s)", len(published))
         return published
 
@@ -1009,7 +1039,12 @@ class Run:
                             for k, v in (pq.read_metadata(f).metadata or {}).items()
                             if not k.startswith(b"ARROW")
                         }
-                        kept.write_parquet(target / f.name, metadata=meta, **PARQUET_OPTIONS)
+                        kept.write_parquet(
+                            target / f.name,
+                            metadata=meta,
+                            arrow_schema=pq.read_schema(f).remove_metadata(),  # its dictionary
+                            **PARQUET_OPTIONS,
+                        )
 
     def _rederive(self, subjects: Subjects) -> dict:
         """A key rotation: the requests under the previous key, with the new pseudonyms of the

@@ -26,6 +26,7 @@ import polars as pl
 
 from anonymize.canaries import Canaries, Collector, Hint, canary_key
 from anonymize.contracts import Contract, all_contracts, load_contract, load_output_schema
+from anonymize.dictionary import arrow_schema, dataset_entries
 from anonymize.errors import (
     CdranonError,
     ContractError,
@@ -558,6 +559,7 @@ def _process_batches(
     filtered: Counter[str] = Counter()
     out_schema = load_output_schema(ds.name)
     out_columns, out_types = list(out_schema.columns), out_schema.polars_schema
+    fields = arrow_schema(out_types, dataset_entries(ds.name, policy))  # the data dictionary
     partitions: set[str] = set()
 
     collect_canaries = _canary_collector(contract, ds, ctx)
@@ -619,7 +621,7 @@ def _process_batches(
                 target = work / pdir / f"part-{file_tag}-{i:05d}.parquet"
                 target.parent.mkdir(parents=True, exist_ok=True)
                 part.select(out_columns).cast(out_types).write_parquet(
-                    target, metadata=meta, **PARQUET_OPTIONS
+                    target, metadata=meta, arrow_schema=fields, **PARQUET_OPTIONS
                 )
             result.rows_published += out.height
             canaries.append(collecting.result())

@@ -27,8 +27,10 @@ LAYERS: list[tuple[str, set[str]]] = [
                    "anonymize.statistics"}),
     # Compiled against the operator and statistic registries, so it sits above them.
     ("policy", {"anonymize.policy"}),
+    # The data dictionary: the output schemas' docs with the policy's treatments.
+    ("dictionary", {"anonymize.dictionary"}),
     ("stage", {"anonymize.plan", "anonymize.stage"}),
-    ("releases", {"anonymize.releases"}),
+    ("releases", {"anonymize.releases", "anonymize.datasheet"}),
     ("gate", {"anonymize.gate"}),
     ("state", {"anonymize.publish", "anonymize.ledger", "anonymize.report",
                "anonymize.deliveries", "anonymize.subjects"}),
