@@ -155,3 +155,35 @@ def test_readme_dataset_reference_is_the_generated_one():
         "README's dataset reference is out of date: run `./dev docs` (it writes "
         "`cdranon describe --markdown` there)"
     )
+
+
+@pytest.mark.parametrize(
+    "variant",
+    [
+        {"granularity": "hour"},
+        {"dp": {"enabled": True, "epsilon": 1.0}, "events": {"lync_sessions": "day"}, "k": 2},
+    ],
+    ids=["hourly", "dp-and-events"],
+)
+def test_every_shareable_field_is_described_whatever_the_release(
+    variant, sample_landing, dev_keyring, tmp_path
+):
+    doc = yaml.safe_load(dd.default_policy_path().read_text())
+    doc["releases"]["partner"].update(variant)
+    doc["releases"]["partner"]["max_unicity"] = 1.0  # events on a small sample: let them out
+    doc["releases"]["partner"]["max_share_below_k"] = 1.0
+    path = tmp_path / "policy.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    out = tmp_path / "out"
+    _run_library(sample_landing, out, load_policy(path), dev_keyring)
+    files = sorted((out / "shareable" / "partner").rglob("*.parquet"))
+    names = {f.relative_to(out / "shareable" / "partner").parts[0] for f in files}
+    assert "usage_sessions_totals" in names
+    if "events" in variant:
+        assert "lync_sessions" in names
+    for f in files:
+        for field in pq.read_schema(f):
+            assert (field.metadata or {}).get(b"description"), (f.name, field.name)
+    if variant.get("granularity") == "hour":
+        one = next((out / "shareable" / "partner" / "usage_web").rglob("*.parquet"))
+        assert pq.read_schema(one).field("hour").metadata[b"unit"].startswith(b"hour of the day")

@@ -155,3 +155,47 @@ def test_conference_joins_join_their_conference(policy, dev_keyring, tmp_path):
     assert details.count("<table>") >= 3
     assert "<pre>" not in details
     assert "|---|" not in details
+
+
+def _release_bytes(root: Path) -> dict[str, bytes]:
+    """Every file a recipient of ``partner`` holds, read through ``root`` as a reader would."""
+    folder = root / "shareable" / "partner"
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*"))
+            if p.is_file()}  # fmt: skip
+
+
+def test_a_reader_during_a_republish_sees_one_whole_version(
+    tmp_path, policy, dev_keyring, monkeypatch
+):
+    """A late file republishes a day. A reader that opens the output while the new version is
+    being built (everything written, the pointer not yet moved) reads the previous version
+    whole; one that pinned the version before (``realpath`` of ``current``) keeps reading it
+    after the switch; the next reader reads the new one, datasheet included."""
+    import os
+
+    import anonymize.publish as publish
+    from anonymize.run import run_local
+    from tests.conftest import SAMPLE
+    from tests.test_incremental import LATE, landing_from_sample
+
+    landing, out = landing_from_sample(tmp_path, without=(LATE,)), tmp_path / "out"
+    run_local(landing, out, policy=policy, keyring=dev_keyring, run_id="r1")
+    first = _release_bytes(out)
+    pinned = Path(os.path.realpath(out / "current"))
+    seen_mid_publish: list[dict[str, bytes]] = []
+    real_fsync_tree = publish._fsync_tree
+
+    def reader_during_publish(root: Path) -> None:
+        real_fsync_tree(root)  # the new version is complete on disk, not yet published
+        seen_mid_publish.append(_release_bytes(out))
+
+    monkeypatch.setattr(publish, "_fsync_tree", reader_during_publish)
+    (landing / LATE).parent.mkdir(parents=True, exist_ok=True)
+    (landing / LATE).write_bytes((SAMPLE / LATE).read_bytes())
+    run_local(landing, out, policy=policy, keyring=dev_keyring, run_id="r2")
+    assert seen_mid_publish == [first]
+    assert _release_bytes(pinned) == first  # the pinned version is still there, unchanged
+    second = _release_bytes(out)
+    assert second != first
+    assert Path(os.path.realpath(out / "current")).name == "r2"
+    assert second["DATASHEET.json"] != first["DATASHEET.json"]
