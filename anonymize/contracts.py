@@ -137,8 +137,8 @@ class OutputSchema(BaseModel):
     @classmethod
     def _split_docs(cls, raw: dict) -> dict:
         """``columns: {name: {type, unit, description}}`` in YAML: types and docs apart."""
-        cols = raw.get("columns") or {}
         if isinstance(raw, dict) and "docs" not in raw:
+            cols = raw.get("columns") or {}
             undocumented = sorted(c for c, v in cols.items() if not isinstance(v, dict))
             if undocumented:
                 raise ValueError(

@@ -145,9 +145,17 @@ def build(
         "dominance": [r.model_dump() for r in spec.dominance],
         "coverage": coverage(partitions, name),
         "policy": {"version": policy.version, "sha256": policy.hash},
+        # The versions of the statistics' schema and of the restricted datasets (their output
+        # contracts) the release was computed from.
         "schemas": {
-            "statistics": FORMAT_VERSION,
-            **{d: load_output_schema(d).version for d in spec.events},
+            "statistics": meta.get("cdranon.schema_version"),
+            **{
+                d: load_output_schema(d).version
+                for d in sorted(
+                    {src for s in spec.statistics for src in STATISTICS[s].sources}
+                    | set(spec.events)
+                )
+            },
         },
         "software_version": __version__,
         "inputs_digest": meta.get("cdranon.inputs_digest"),
@@ -177,6 +185,7 @@ def render_markdown(doc: dict) -> str:
         f"| protection | {prot['method']} |",
         f"| policy | {doc['policy']['version']} (sha256 {doc['policy']['sha256']}) |",
         f"| key id of the recipient's pseudonyms | {doc['key_id']} |",
+        f"| schema versions | {', '.join(f'{k} {v}' for k, v in doc['schemas'].items())} |",
         f"| software | cdranon {doc['software_version']} |",
         "",
         "## Protection",

@@ -305,7 +305,6 @@ def describe_dataset(dataset: str, policy: Policy) -> dict:
 def describe_release(name: str, policy: Policy) -> dict:
     """A release's datasets and their dictionaries, as the policy declares the release."""
     release = policy.releases[name]
-    hourly = release.granularity == "hour"
     return {
         "release": name,
         "recipient": release.recipient,
@@ -324,7 +323,6 @@ def describe_release(name: str, policy: Policy) -> dict:
             d: {"scope": scope, "columns": [asdict(e) for e in event_entries(d, policy, scope)]}
             for d, scope in release.events.items()
         },
-        "hourly": hourly,
     }
 
 

@@ -58,6 +58,8 @@ def test_the_datasheet_states_what_the_manifest_and_the_files_say(tmp_path, poli
         "first_day": days[0], "last_day": days[-1], "days": len(days),
         "regions": sorted({k.split("/")[1] for k in keys}),
     }  # fmt: skip
+    assert sheet["schemas"]["statistics"] == "1"
+    assert sheet["schemas"]["lync_sessions"] == "1"  # a source of usage_sessions
     assert sheet["must_not"] == list(MUST_NOT)
     assert any("fewer than 10 distinct people" in x for x in sheet["known_limits"])
     md = (out / "shareable" / "partner" / f"{DATASHEET}.md").read_text()
