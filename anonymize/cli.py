@@ -51,6 +51,21 @@ LandingOption = Annotated[
     typer.Option(envvar="CDRANON_LANDING", help="The landing zone (lync/, connect/, weblogs/)."),
 ]
 OutOption = Annotated[Path, typer.Option(envvar="CDRANON_OUT", help="The output root.")]
+# A run's places may be object-store URLs too (anonymize.remote): strings, not paths.
+PlaceLanding = Annotated[
+    str,
+    typer.Option(
+        envvar="CDRANON_LANDING",
+        help="The landing zone (lync/, connect/, weblogs/): a folder or an s3://, gs://, az:// "
+        "URL.",
+    ),
+]
+PlaceOut = Annotated[
+    str,
+    typer.Option(
+        envvar="CDRANON_OUT", help="The output root: a folder or an s3://, gs://, az:// URL."
+    ),
+]
 PolicyOption = Annotated[
     Path | None,
     typer.Option(
@@ -141,8 +156,8 @@ STARTUP_TIMEOUT = "120"  # seconds for the temporary Prefect server of a run
 
 @app.command()
 def run(
-    landing: LandingOption,
-    out: OutOption,
+    landing: PlaceLanding,
+    out: PlaceOut,
     policy: PolicyOption = None,
     dev_key: DevKeyOption = False,
     strict: Annotated[
@@ -216,6 +231,45 @@ def run(
     started = time.monotonic()
     if log_level is not None and log_level.upper() not in LOG_LEVELS:
         _fail(EXIT_REFUSED_TO_START, f"--log-level is one of {', '.join(LOG_LEVELS)}")
+    from anonymize import remote
+
+    try:
+        with contextlib.ExitStack() as places:
+            try:  # object-store URLs: local copies, pushed back when the run ends
+                here = places.enter_context(remote.session(landing, out))
+            except CdranonError as exc:
+                _fail(EXIT_REFUSED_TO_START, str(exc).splitlines()[0])
+            _run_here(
+                *here, started=started, policy=policy, dev_key=dev_key, strict=strict,
+                release=release, source=source, region=region, date_from=date_from,
+                date_to=date_to, reprocess=reprocess, rekey=rekey, dask_address=dask_address,
+                as_json=as_json, quiet=quiet, log_level=log_level,
+            )  # fmt: skip
+    except CdranonError as exc:  # the push of an object-store output root
+        _fail(EXIT_NOT_PUBLISHED, f"the output root was not updated: {str(exc).splitlines()[0]}")
+
+
+def _run_here(
+    landing: Path,
+    out: Path,
+    *,
+    started: float,
+    policy: Path | None,
+    dev_key: bool,
+    strict: bool,
+    release: str | None,
+    source: list[str] | None,
+    region: list[str] | None,
+    date_from: str | None,
+    date_to: str | None,
+    reprocess: bool,
+    rekey: bool,
+    dask_address: str | None,
+    as_json: bool,
+    quiet: bool,
+    log_level: str | None,
+) -> None:
+    """``run`` over local folders (the landing zone and output root, or their local copies)."""
     params, engine = _prepare(
         landing=landing.resolve(),
         out=out.resolve(),

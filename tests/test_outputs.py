@@ -70,7 +70,8 @@ def test_readme_reader_snippets_agree_on_row_count(
     landing, _ = synth_world
     _run_library(landing, tmp_path / "out", policy, dev_keyring)
     readme = (ROOT / "README.md").read_text()
-    block = re.search(r"```python\n(.*?)```", readme, re.S).group(1)
+    outputs = readme[readme.index("\n## Outputs") :]
+    block = re.search(r"```python\n(.*?)```", outputs, re.S).group(1)
     block = block.replace(".show()", "")  # keep the query; do not print it
     monkeypatch.chdir(tmp_path)
     ns: dict = {}

@@ -34,7 +34,7 @@ LAYERS: list[tuple[str, set[str]]] = [
     ("gate", {"anonymize.gate"}),
     ("state", {"anonymize.publish", "anonymize.ledger", "anonymize.report",
                "anonymize.deliveries", "anonymize.subjects"}),
-    ("run", {"anonymize.run"}),
+    ("run", {"anonymize.run", "anonymize.remote"}),
     ("tools", {"anonymize.synth", "anonymize.synth_sources", "anonymize.synth_web"}),
     # Prefect's side: the temporary server, the flow and its deployments.
     ("flows", {"anonymize.flows.server", "anonymize.flows.nightly", "anonymize.flows.deployments"}),

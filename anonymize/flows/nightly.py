@@ -28,6 +28,7 @@ from prefect.states import Failed
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 from pydantic import ValidationError
 
+from anonymize import remote
 from anonymize.errors import (
     CdranonError,
     NotPublished,
@@ -260,22 +261,24 @@ def cdranon_run(
         rekey: Rotate the master key: rebuild everything under this run's key.
     """
     try:
-        try:
-            params = RunParams(
-                landing=landing, out=out, policy=policy, dev_key=dev_key, release=release,
-                sources=sources, regions=regions, date_from=date_from, date_to=date_to,
-                reprocess=reprocess, rekey=rekey,
-            )  # fmt: skip
-        except ValidationError as exc:
-            raise CdranonError(f"bad parameter: {describe_validation(exc, {})}") from None
-        policy_ = params.load_policy()
-        params.check(policy_)
-        keyring, run_id = load_keyring(params, policy_, load_secret), _run_id()
-        progress = Progress((_progress_artifact(run_id),))
-        summary = Run.from_params(
-            params, policy_, keyring, run_id=run_id, executor=PrefectExecutor(params),
-            progress=progress,
-        ).execute()  # fmt: skip
+        # An object-store landing zone or output root is worked on through local copies.
+        with remote.session(remote.place(landing), remote.place(out)) as (landing, out):
+            try:
+                params = RunParams(
+                    landing=landing, out=out, policy=policy, dev_key=dev_key, release=release,
+                    sources=sources, regions=regions, date_from=date_from, date_to=date_to,
+                    reprocess=reprocess, rekey=rekey,
+                )  # fmt: skip
+            except ValidationError as exc:
+                raise CdranonError(f"bad parameter: {describe_validation(exc, {})}") from None
+            policy_ = params.load_policy()
+            params.check(policy_)
+            keyring, run_id = load_keyring(params, policy_, load_secret), _run_id()
+            progress = Progress((_progress_artifact(run_id),))
+            summary = Run.from_params(
+                params, policy_, keyring, run_id=run_id, executor=PrefectExecutor(params),
+                progress=progress,
+            ).execute()  # fmt: skip
     except CdranonError as exc:  # ends Failed with its one-line reason, and no traceback
         return _failed(exc)
     if summary["status"] not in ("published", "up_to_date"):
