@@ -1107,7 +1107,7 @@ IdOption = Annotated[
 
 @app.command()
 def forget(
-    out: OutOption,
+    out: PlaceOut,
     ident: Annotated[
         list[str] | None,
         typer.Option(
@@ -1134,7 +1134,7 @@ def forget(
         bool,
         typer.Option("--apply", help="Apply it now (a run without Prefect over --landing)."),
     ] = False,
-    landing: Annotated[Path | None, typer.Option(help="The landing zone, for --apply.")] = None,
+    landing: Annotated[str | None, typer.Option(help="The landing zone, for --apply.")] = None,
     policy: PolicyOption = None,
     dev_key: DevKeyOption = False,
 ) -> None:
@@ -1143,6 +1143,25 @@ def forget(
     The next run (or --apply) rebuilds every published partition that holds them, and every
     later run drops their rows as it reads its inputs. Prints the request id.
     """
+    from anonymize import remote
+
+    try:
+        with remote.session(landing if apply else None, out) as (here_landing, here_out):
+            _forget(here_out, ident, id_file, reason, apply, here_landing, policy, dev_key)
+    except CdranonError as exc:
+        _fail(EXIT_REFUSED_TO_START, str(exc).splitlines()[0])
+
+
+def _forget(
+    out: Path,
+    ident: list[str] | None,
+    id_file: Path | None,
+    reason: str,
+    apply: bool,
+    landing: Path | None,
+    policy: Path | None,
+    dev_key: bool,
+) -> None:
     from anonymize.ledger import Ledger
     from anonymize.subjects import Subjects, pseudonyms_of
 
@@ -1195,7 +1214,7 @@ def _new_run_id() -> str:
 
 @app.command()
 def subjects(
-    out: OutOption,
+    out: PlaceOut,
     as_json: JsonOption = False,
 ) -> None:
     """List the data-subject requests of an output root and their state (no identifier)."""
@@ -1203,10 +1222,12 @@ def subjects(
 
     from rich.table import Table
 
+    from anonymize import remote
     from anonymize.subjects import Subjects
 
     try:
-        requests = Subjects.load(out).requests
+        with remote.view(out) as here:
+            requests = Subjects.load(here).requests
     except CdranonError as exc:
         _fail(EXIT_REFUSED_TO_START, str(exc))
     rows = [
@@ -1226,7 +1247,7 @@ def subjects(
 
 @subject_app.command("export")
 def subject_export(
-    out: OutOption,
+    out: PlaceOut,
     ident: IdOption,
     dest: Annotated[Path, typer.Option(help="The folder to write the person's rows to.")],
     fmt: Annotated[str, typer.Option("--format", help="parquet or csv.")] = "parquet",
@@ -1241,11 +1262,29 @@ def subject_export(
 ) -> None:
     """Write every row of a person in restricted/ (by pseudonym) to DEST, one file per
     dataset, for the provider to answer an access request. DEST holds personal data."""
-    from anonymize.publish import current_version
-    from anonymize.subjects import export, pseudonyms_of
+    from anonymize import remote
 
     if fmt not in ("parquet", "csv"):
         _fail(EXIT_REFUSED_TO_START, f"--format is parquet or csv, not {safe_text(fmt)}")
+    try:
+        with remote.view(out) as here:
+            _export(here, ident, dest, fmt, include_quarantine, policy, dev_key)
+    except CdranonError as exc:
+        _fail(EXIT_REFUSED_TO_START, str(exc).splitlines()[0])
+
+
+def _export(
+    out: Path,
+    ident: list[str],
+    dest: Path,
+    fmt: str,
+    include_quarantine: bool,
+    policy: Path | None,
+    dev_key: bool,
+) -> None:
+    from anonymize.publish import current_version
+    from anonymize.subjects import export, pseudonyms_of
+
     loaded, keyring = _subject_context(policy, dev_key)
     published = current_version(out)
     if published is None:

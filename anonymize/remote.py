@@ -344,15 +344,32 @@ class RemoteOut:
 
 
 @contextlib.contextmanager
-def session(landing: str | Path, out: str | Path, run_id: str | None = None) -> Iterator[tuple]:
+def view(out: str | Path) -> Iterator[Path]:
+    """A local, read-only view of an output root: the folder itself, or for a URL a copy of its
+    published state pulled into a mirror of its own (a run's mirror is never touched)."""
+    if not is_remote(out):
+        yield Path(out)
+        return
+    url = str(out)
+    yield RemoteOut(url, mirror=_local_for(url, "view")).pull()
+
+
+@contextlib.contextmanager
+def session(
+    landing: str | Path | None, out: str | Path, run_id: str | None = None
+) -> Iterator[tuple]:
     """Local ``(landing, out)`` for a run whose landing zone or output root may be URLs.
 
     A URL landing zone is synced into its cache; a URL output root is pulled into its mirror
     (under the store's lock), and whatever the run wrote is pushed when the block ends, even
     when the run failed (its manifest and quarantine), its version only when it published one.
-    Local paths pass through untouched.
+    Local paths pass through untouched; ``landing`` may be None (a change of the output root's
+    state alone, such as a data-subject request).
     """
-    local_landing = sync_landing(str(landing)) if is_remote(landing) else Path(landing)
+    if landing is None:
+        local_landing = None
+    else:
+        local_landing = sync_landing(str(landing)) if is_remote(landing) else Path(landing)
     if not is_remote(out):
         yield local_landing, Path(out)
         return

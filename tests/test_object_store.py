@@ -248,3 +248,46 @@ def test_cdranon_run_takes_urls(store, tmp_path):
     again = subprocess.run(cmd, env=run_env, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr[-2000:]
     assert json.loads(again.stdout)["status"] == "up_to_date"
+
+
+def test_an_erasure_recorded_and_applied_on_the_store(store, policy, dev_keyring):
+    """``forget`` and ``subjects`` take the URL: the request goes into the store's state, the
+    next run applies it, and the published version holds none of the person's pseudonyms."""
+    import csv
+
+    import polars as pl
+    from typer.testing import CliRunner
+
+    from anonymize.cli import app
+    from anonymize.subjects import pseudonyms_of
+
+    fs, _ = store
+    url = f"s3://{BUCKET}/f/out"
+    landing = _upload_landing(fs, "f/landing")
+    _run(landing, url, policy, dev_keyring, "r1")
+    with (SAMPLE / "lync" / "2026-11-23" / "SessionDetailsView.csv").open(newline="") as f:
+        ident = next(r["FromUri"] for r in csv.DictReader(f) if "@" in (r["FromUri"] or ""))
+    mine = set(pseudonyms_of(ident, dev_keyring, policy))
+
+    def holding(version: str) -> int:
+        folder = f"{BUCKET}/f/out/_versions/{version}/restricted"
+        n = 0
+        for key in fs.find(folder):
+            frame = pl.read_parquet(fs.cat_file(key))
+            n += sum(frame[c].is_in(list(mine)).sum() for c, t in frame.schema.items()
+                     if t == pl.String)  # fmt: skip
+        return n
+
+    assert holding("r1") > 0
+    runner = CliRunner()
+    done = runner.invoke(app, ["forget", "--out", url, "--id", ident, "--dev-key"])
+    assert done.exit_code == 0, done.output
+    listed = json.loads(runner.invoke(app, ["subjects", "--out", url, "--json"]).stdout)
+    assert [r["state"] for r in listed["requests"]] == ["pending"]
+    assert fs.exists(f"{BUCKET}/f/out/_subjects/requests.json")
+    report = _run(landing, url, policy, dev_keyring, "r2")
+    assert report["status"] == "published"
+    assert remote.RemoteOut(url).published() == "r2"
+    assert holding("r2") == 0
+    listed = json.loads(runner.invoke(app, ["subjects", "--out", url, "--json"]).stdout)
+    assert [r["state"] for r in listed["requests"]] == ["applied"]
