@@ -21,8 +21,10 @@ the store's usual environment and configuration (``AWS_*`` variables and ``~/.aw
 ``AWS_ENDPOINT_URL`` for an S3-compatible server; the Google and Azure libraries' own), never
 from the policy; no URL is logged with credentials in it (fsspec URLs carry none).
 
-Not done: Dask workers that share only the object store (a cluster still needs a shared
-filesystem for the run's staging area).
+- **Dask workers that share only the store**: each file's task fetches its input, the staged
+  tables it needs and the requests into a temporary area of the worker, stages there, and
+  uploads what it staged under ``_staging/<run-id>/``; the driver fetches that after each group
+  (``stage_on_worker``, ``fetch_staging``) and removes it from the store when the run ends.
 """
 
 from __future__ import annotations
@@ -34,13 +36,23 @@ import os
 import re
 import shutil
 import socket
+import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
 from anonymize.errors import RunRefused, StorageError
-from anonymize.layout import CURRENT, MANIFESTS, QUARANTINE, VERSIONS
+from anonymize.layout import (
+    CURRENT,
+    MANIFESTS,
+    QUARANTINE,
+    STAGING,
+    SUBJECTS_FOUND,
+    VERSIONS,
+    PlannedFile,
+)
 from anonymize.publish import _COMPLETE, _point, current_version
 
 REMOTE = re.compile(r"^(s3|s3a|gs|gcs|az|abfs|abfss|memory)://", re.IGNORECASE)
@@ -247,6 +259,9 @@ class RemoteOut:
             self.fs.pipe_file(f"{self.root}/{POINTER}", new.encode())
             self._drop_old_versions(keep={new, before} - {None})
         self._push_state()
+        with contextlib.suppress(FileNotFoundError):  # what Dask workers staged for the run
+            if self.fs.exists(f"{self.root}/{STAGING}"):
+                self.fs.rm(f"{self.root}/{STAGING}", recursive=True)
         return self.published()
 
     # --- the state besides versions ------------------------------------------------------------
@@ -384,3 +399,80 @@ def session(
             store.push(before)
     finally:
         store.unlock()
+
+
+# --- Dask workers that share only the object store ------------------------------------------
+
+
+@dataclass(frozen=True)
+class StorePlaces:
+    """The URLs of a run whose tasks run on workers that share only the object store."""
+
+    landing: str
+    out: str
+
+
+def relative(path: str | Path, root: Path) -> str:
+    """A path of the driver's local copies as the store's key below its root."""
+    return Path(path).relative_to(root).as_posix()
+
+
+def stage_on_worker(
+    places: StorePlaces,
+    run_id: str,
+    planned: PlannedFile,
+    skip_keys: list[str],
+    lookups: dict[str, list[str]],
+    stage: Callable[[PlannedFile, Path, Path, list[str], dict[str, list[str]]], dict],
+) -> dict:
+    """Stage one file on a worker that sees only the store.
+
+    ``planned.path``, ``skip_keys`` and ``lookups`` are keys relative to the landing zone and the
+    output root (the driver's local paths mean nothing here). The worker fetches the file, the
+    staged tables it needs and the data-subject requests into a temporary area of its own, runs
+    ``stage(planned, landing, out, skip_keys, lookups)`` there, and uploads what it staged and
+    quarantined under ``_staging/<run-id>/`` and ``_quarantine/<run-id>/`` of the store, where the
+    driver fetches it (``fetch_staging``). The result's paths come back relative to the root.
+    """
+    area = Path(tempfile.mkdtemp(prefix="cdranon-worker-"))
+    try:
+        lfs, lroot = filesystem(places.landing)
+        ofs, oroot = filesystem(places.out)
+        landing, out = area / "landing", area / "out"
+        source = landing / planned.path
+        source.parent.mkdir(parents=True, exist_ok=True)
+        lfs.get_file(f"{lroot}/{planned.path}", str(source))
+
+        def fetch(rel: str) -> str:
+            local = out / rel
+            local.parent.mkdir(parents=True, exist_ok=True)
+            ofs.get_file(f"{oroot}/{rel}", str(local))
+            return str(local)
+
+        skip = [fetch(r) for r in skip_keys]
+        tables = {k: [fetch(r) for r in v] for k, v in lookups.items()}
+        for folder in ("_subjects", f"{STAGING}/{run_id}/{SUBJECTS_FOUND}"):
+            for rel in _listing(ofs, f"{oroot}/{folder}"):
+                fetch(f"{folder}/{rel}")
+        fetched = {p for p in out.rglob("*") if p.is_file()}
+        result = stage(replace(planned, path=str(source)), landing, out, skip, tables)
+        for f in sorted(p for p in out.rglob("*") if p.is_file() and p not in fetched):
+            ofs.put_file(str(f), f"{oroot}/{f.relative_to(out).as_posix()}")
+        for key in ("keys_path", "lookup_path"):
+            if isinstance(result, dict) and result.get(key):
+                result[key] = relative(result[key], out)
+        return result
+    finally:
+        shutil.rmtree(area, ignore_errors=True)
+
+
+def fetch_staging(places: StorePlaces, run_id: str, out: Path) -> None:
+    """The driver's side: what workers staged and quarantined for the run, into ``out``."""
+    ofs, oroot = filesystem(places.out)
+    for folder in (f"{STAGING}/{run_id}", f"{QUARANTINE}/{run_id}"):
+        for rel, info in _listing(ofs, f"{oroot}/{folder}").items():
+            local = Path(out) / folder / rel
+            if local.exists() and local.stat().st_size == info.get("size"):
+                continue
+            local.parent.mkdir(parents=True, exist_ok=True)
+            ofs.get_file(f"{oroot}/{folder}/{rel}", str(local))

@@ -291,3 +291,32 @@ def test_an_erasure_recorded_and_applied_on_the_store(store, policy, dev_keyring
     assert holding("r2") == 0
     listed = json.loads(runner.invoke(app, ["subjects", "--out", url, "--json"]).stdout)
     assert [r["state"] for r in listed["requests"]] == ["applied"]
+
+
+@pytest.mark.slow
+def test_the_flow_on_a_dask_cluster_whose_workers_share_only_the_store(
+    store, prefect_harness, tmp_path, policy, dev_keyring
+):
+    """Worker processes get object keys, never the driver's paths: each fetches its file and
+    what it needs from the store and stages back into it. Same bytes as a run on disk."""
+    from distributed import LocalCluster
+
+    from anonymize.flows.nightly import flow_for
+
+    fs, _ = store
+    landing = _upload_landing(fs, "g/landing")
+    url = f"s3://{BUCKET}/g/out"
+    with LocalCluster(
+        n_workers=2, threads_per_worker=1, host="127.0.0.1", dashboard_address=None,
+        processes=True,
+    ) as cluster:  # fmt: skip
+        summary = flow_for(cluster.scheduler_address)(landing=landing, out=url, dev_key=True)
+        tasks_done = cluster.scheduler.transition_counter
+    assert tasks_done > 0
+    assert summary["status"] == "published"
+    assert not fs.exists(f"{BUCKET}/g/out/_staging")  # the workers' staging is cleared
+    disk = tmp_path / "disk"
+    run_local(_local_landing(tmp_path), disk, policy=policy, keyring=dev_keyring, run_id="d1")
+    in_store, on_disk = _published_in_store(fs, url), _published_on_disk(disk)
+    assert in_store.keys() == on_disk.keys()
+    assert [k for k in in_store if in_store[k] != on_disk[k]] == []

@@ -10,7 +10,9 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import tempfile
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import date
 from pathlib import Path
 from typing import Any, TypeVar
@@ -37,6 +39,7 @@ from anonymize.errors import (
     safe_text,
 )
 from anonymize.layout import PlannedFile
+from anonymize.policy import DEFAULT_POLICY, Policy, load_policy
 from anonymize.publish import new_run_id
 from anonymize.run import (
     READ_RETRY_DELAYS,
@@ -77,7 +80,8 @@ def _file_task_name() -> str:
     params = prefect_runtime.task_run.parameters
     planned, landing = params.get("planned"), params.get("landing")
     try:
-        rel = Path(planned.path).relative_to(landing).as_posix()
+        path = Path(planned.path)
+        rel = path.relative_to(landing).as_posix() if path.is_absolute() else path.as_posix()
     except (AttributeError, TypeError, ValueError):
         return "read file"
     return f"read {safe_text(rel)[:120]}"
@@ -99,23 +103,48 @@ def process_task(
     skip_keys: list[str],
     lookups: dict,
     landing: Path | None = None,
+    places: remote.StorePlaces | None = None,
+    policy_text: str | None = None,
 ) -> Any:
     """Anonymise one file (``anonymize.run.stage_file``); policy and key loaded in the worker.
 
-    A transient read error is raised (and retried); any other error fails the task with its
-    one-line message and no traceback.
+    With ``places`` the worker shares only the object store: the file and what it needs come
+    from the store, the policy as ``policy_text`` (``remote.stage_on_worker``). A transient read
+    error is raised (and retried); any other error fails the task with its one-line message and
+    no traceback.
     """
-    policy = params.load_policy()
     try:
-        return stage_file(
-            planned, landing=params.landing, out=params.out, run_id=run_id, policy=policy,
-            keyring=load_keyring(params, policy, load_secret), skip_keys=skip_keys,
-            lookups=lookups, log=get_run_logger(),
-        )  # fmt: skip
+        if places is None:
+            policy = params.load_policy()
+            return stage_file(
+                planned, landing=params.landing, out=params.out, run_id=run_id, policy=policy,
+                keyring=load_keyring(params, policy, load_secret), skip_keys=skip_keys,
+                lookups=lookups, log=get_run_logger(),
+            )  # fmt: skip
+        policy = _policy_of(policy_text)
+
+        def stage(planned_: PlannedFile, landing_: Path, out_: Path, skip_: list, lookups_: dict):
+            return stage_file(
+                planned_, landing=landing_, out=out_, run_id=run_id, policy=policy,
+                keyring=load_keyring(params, policy, load_secret), skip_keys=skip_,
+                lookups=lookups_, log=get_run_logger(),
+            )  # fmt: skip
+
+        return remote.stage_on_worker(places, run_id, planned, skip_keys, lookups, stage)
     except TransientReadError:
         raise
     except CdranonError as exc:
         return _failed(exc)
+
+
+def _policy_of(text: str | None) -> Policy:
+    """The run's policy on a worker without the driver's files: its text, or the default."""
+    if text is None:
+        return load_policy(DEFAULT_POLICY)
+    with tempfile.TemporaryDirectory(prefix="cdranon-policy-") as folder:
+        path = Path(folder) / "policy.yaml"
+        path.write_text(text, encoding="utf-8")
+        return load_policy(path)
 
 
 def _failed(exc: CdranonError) -> State:
@@ -126,13 +155,20 @@ def _failed(exc: CdranonError) -> State:
 class PrefectExecutor(Executor):
     """Files as ``anonymize-file`` tasks on the flow's task runner; each step a task of its name."""
 
-    def __init__(self, params: RunParams) -> None:
+    def __init__(self, params: RunParams, places: remote.StorePlaces | None = None) -> None:
         self.params = params
+        # Workers that share only the object store: tasks get keys, not the driver's paths.
+        self.places = places
+        self.policy_text = (
+            Path(params.policy).read_text(encoding="utf-8") if places and params.policy else None
+        )
 
     def logger(self) -> Any:
         return get_run_logger()
 
     def read_files(self, run: Run, group: list[PlannedFile], skip: dict, lookups: dict) -> list:
+        if self.places is not None:
+            return self._read_from_store(run, group, skip, lookups)
         futures = [
             process_task.submit(
                 p, self.params, run.run_id, skip.get(p.dataset or "", []), lookups, run.landing
@@ -143,6 +179,32 @@ class PrefectExecutor(Executor):
         # writing into a staging area that the run is about to remove.
         wait(futures)
         return [f.result() for f in futures]  # raises the first failure
+
+    def _read_from_store(
+        self, run: Run, group: list[PlannedFile], skip: dict, lookups: dict
+    ) -> list:
+        """Tasks on workers that share only the store: keys in, staged files back through it."""
+        out = run.out
+
+        def keys(paths: list[str]) -> list[str]:
+            return [remote.relative(p, out) for p in paths]
+
+        futures = []
+        for p in group:
+            task_args = (
+                replace(p, path=remote.relative(p.path, run.landing)), self.params, run.run_id,
+                keys(skip.get(p.dataset or "", [])), {k: keys(v) for k, v in lookups.items()},
+                None, self.places, self.policy_text,
+            )  # fmt: skip
+            futures.append(process_task.submit(*task_args))
+        wait(futures)
+        results = [f.result() for f in futures]
+        remote.fetch_staging(self.places, run.run_id, out)
+        for r in results:
+            for key in ("keys_path", "lookup_path"):
+                if r.get(key):
+                    r[key] = str(out / r[key])
+        return results
 
     def step(self, name: str, fn: Callable[..., T], *args: Any) -> T:
         def body(*a: Any) -> Any:
@@ -262,7 +324,8 @@ def cdranon_run(
     """
     try:
         # An object-store landing zone or output root is worked on through local copies.
-        with remote.session(remote.place(landing), remote.place(out)) as (landing, out):
+        urls = remote.place(landing), remote.place(out)
+        with remote.session(*urls) as (landing, out):
             try:
                 params = RunParams(
                     landing=landing, out=out, policy=policy, dev_key=dev_key, release=release,
@@ -275,9 +338,15 @@ def cdranon_run(
             params.check(policy_)
             keyring, run_id = load_keyring(params, policy_, load_secret), _run_id()
             progress = Progress((_progress_artifact(run_id),))
+            # On a Dask cluster with both places in the store, workers share only the store.
+            places = (
+                remote.StorePlaces(*urls)
+                if all(map(remote.is_remote, urls)) and _on_dask()
+                else None
+            )
             summary = Run.from_params(
-                params, policy_, keyring, run_id=run_id, executor=PrefectExecutor(params),
-                progress=progress,
+                params, policy_, keyring, run_id=run_id,
+                executor=PrefectExecutor(params, places), progress=progress,
             ).execute()  # fmt: skip
     except CdranonError as exc:  # ends Failed with its one-line reason, and no traceback
         return _failed(exc)
@@ -292,6 +361,14 @@ def cdranon_run(
                 description=f"cdranon run {summary['run_id']}: partial",
             )
     return summary
+
+
+def _on_dask() -> bool:
+    """Whether this flow run's tasks go to a Dask cluster."""
+    from prefect.context import FlowRunContext
+
+    ctx = FlowRunContext.get()
+    return ctx is not None and type(ctx.task_runner).__name__ == "DaskTaskRunner"
 
 
 def flow_for(dask_address: str | None = None) -> Flow:
