@@ -699,8 +699,8 @@ def synth(
 
 @app.command()
 def status(
-    landing: LandingOption,
-    out: OutOption,
+    landing: PlaceLanding,
+    out: PlaceOut,
     policy: PolicyOption = None,
     reprocess: Annotated[
         bool, flag("--reprocess", help="As the next run would with --reprocess.")
@@ -713,8 +713,29 @@ def status(
     refuse (empty, no contract, unreadable, copies) with the reason, the superseded, refused and
     ignored files and the recorded files no longer in the landing zone. A file's content is never
     opened beyond its header (and its hash when the ledger does not know its size and time).
-    Exit 0, or 2 when it cannot run.
+    Exit 0, or 2 when it cannot run. With URLs, the landing cache is brought up to date first.
     """
+    with _local_places(landing, out) as (here_landing, here_out):
+        _status(here_landing, here_out, policy, reprocess, as_json, shown=out)
+
+
+@contextlib.contextmanager
+def _local_places(landing: str, out: str) -> Iterator[tuple[Path, Path]]:
+    """Read-only local copies of URL places (the landing cache, a view of the output root);
+    folders as they are. Refuses (exit 2) when the store cannot be read."""
+    from anonymize import remote
+
+    try:
+        with remote.view(out) as here_out:
+            here = remote.sync_landing(landing) if remote.is_remote(landing) else Path(landing)
+            yield here, here_out
+    except CdranonError as exc:
+        _fail(EXIT_REFUSED_TO_START, str(exc).splitlines()[0])
+
+
+def _status(
+    landing: Path, out: Path, policy: Path | None, reprocess: bool, as_json: bool, shown: str
+) -> None:
     from anonymize.layout import PlannedFile, survey
     from anonymize.ledger import IncrementalBatch, Ledger
     from anonymize.plan import plan_inputs
@@ -743,7 +764,7 @@ def status(
         return Path(p.path).relative_to(landing).as_posix()
 
     report = {
-        "out": str(out),
+        "out": shown,
         "files": sum(1 for p in planned if not p.side or p.merge_into),
         "recorded": len(ledger.entries),
         "to_read": sorted(rel(p) for p in pending if p.problem is None),
@@ -831,10 +852,16 @@ def status(
 @app.command()
 def scan(
     out: Annotated[
-        Path, typer.Option(envvar="CDRANON_OUT", help="The output root of earlier runs.")
+        str,
+        typer.Option(
+            envvar="CDRANON_OUT", help="The output root of earlier runs (a folder or a URL)."
+        ),
     ],
     landing: Annotated[
-        Path, typer.Option(envvar="CDRANON_LANDING", help="The landing zone those runs read.")
+        str,
+        typer.Option(
+            envvar="CDRANON_LANDING", help="The landing zone those runs read (a folder or a URL)."
+        ),
     ],
     policy: PolicyOption = None,
     as_json: JsonOption = False,
@@ -844,6 +871,11 @@ def scan(
     Exit 0 when clean, 1 when anything is found (the findings name dataset, column and detector,
     never the value), 2 when it cannot run.
     """
+    with _local_places(landing, out) as (here_landing, here_out):
+        _scan(here_out, here_landing, policy, as_json, shown=out)
+
+
+def _scan(out: Path, landing: Path, policy: Path | None, as_json: bool, shown: str) -> None:
     from anonymize.gate import canaries_from_landing, free_text_columns
     from anonymize.gate import scan as run_scan
     from anonymize.policy import DEFAULT_POLICY, load_policy
@@ -860,7 +892,7 @@ def scan(
     findings = run_scan(out, canaries, pseudo, free_text=free_text_columns(loaded))
     if as_json:
         doc = {
-            "out": str(out), "clean": not findings, "canaries": canaries.height,
+            "out": shown, "clean": not findings, "canaries": canaries.height,
             "findings": [str(f) for f in findings], "not_read": [str(p) for p in unreadable],
         }  # fmt: skip
         sys.stdout.write(json.dumps(doc, indent=1) + "\n")
@@ -872,9 +904,10 @@ def scan(
     if findings:
         for f in findings:
             err_console.print(f"[red]finding[/] {f}", highlight=False, soft_wrap=True)
-        _fail(EXIT_NOT_PUBLISHED, f"{len(findings)} finding(s) in {out}")
+        _fail(EXIT_NOT_PUBLISHED, f"{len(findings)} finding(s) in {shown}")
     out_console.print(
-        f"clean: no canary ({canaries.height} from the landing zone) and no detector hit in {out}",
+        f"clean: no canary ({canaries.height} from the landing zone) and no detector hit in "
+        f"{shown}",
         highlight=False,
     )
 

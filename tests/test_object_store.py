@@ -320,3 +320,25 @@ def test_the_flow_on_a_dask_cluster_whose_workers_share_only_the_store(
     in_store, on_disk = _published_in_store(fs, url), _published_on_disk(disk)
     assert in_store.keys() == on_disk.keys()
     assert [k for k in in_store if in_store[k] != on_disk[k]] == []
+
+
+def test_status_and_scan_take_urls(store, policy, dev_keyring):
+    from typer.testing import CliRunner
+
+    from anonymize.cli import app
+
+    fs, _ = store
+    url = f"s3://{BUCKET}/h/out"
+    landing = _upload_landing(fs, "h/landing", without=(LATE,))
+    _run(landing, url, policy, dev_keyring, "r1")
+    fs.put_file(str(SAMPLE / LATE), f"{BUCKET}/h/landing/{LATE}")
+    runner = CliRunner()
+    status = runner.invoke(app, ["status", "--landing", landing, "--out", url, "--json"])
+    assert status.exit_code == 0, status.output
+    doc = json.loads(status.stdout)
+    assert doc["out"] == url
+    assert doc["to_read"] == [LATE]
+    scan = runner.invoke(app, ["scan", "--landing", landing, "--out", url, "--json"])
+    assert scan.exit_code == 0, scan.output
+    assert json.loads(scan.stdout)["clean"] is True
+    assert remote.RemoteOut(url).published() == "r1"  # read-only: nothing changed in the store
