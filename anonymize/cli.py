@@ -727,7 +727,10 @@ def _local_places(landing: str, out: str) -> Iterator[tuple[Path, Path]]:
 
     try:
         with remote.view(out) as here_out:
-            here = remote.sync_landing(landing) if remote.is_remote(landing) else Path(landing)
+            here = Path(landing)
+            if remote.is_remote(landing):
+                with remote.storage_errors(landing):
+                    here = remote.sync_landing(landing)
             yield here, here_out
     except CdranonError as exc:
         _fail(EXIT_REFUSED_TO_START, str(exc).splitlines()[0])

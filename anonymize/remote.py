@@ -130,16 +130,42 @@ def _tag(info: dict) -> str:
 
 
 def _listing(fs, root: str) -> dict[str, dict]:
-    """Every object under ``root``: relative key -> its info (size, ETag, time)."""
+    """Every object under ``root``: relative key -> its info (size, ETag, time). Listed anew
+    (fsspec caches listings, and other machines write the store). A key that would leave the
+    local folder it is copied into (``..``, an absolute path) refuses the run."""
+    fs.invalidate_cache(root)
     try:
         found = fs.find(root, detail=True)
     except FileNotFoundError:
         return {}
-    return {
+    listed = {
         p[len(root) + 1 :]: info
         for p, info in found.items()
         if info.get("type", "file") == "file" and p.startswith(root + "/")
     }
+    for rel in listed:
+        parts = rel.split("/")
+        if ".." in parts or "" in parts or rel.startswith("/"):
+            raise StorageError(
+                f"an object under {root} has a key with '..' or an empty segment; cdranon "
+                "copies keys into local folders and will not follow it: rename or remove it"
+            )
+    return listed
+
+
+@contextlib.contextmanager
+def storage_errors(url: str) -> Iterator[None]:
+    """The store's own errors as a StorageError naming the URL and the error's type only (a
+    client library's message can carry request details; credentials never reach one here)."""
+    try:
+        yield
+    except (StorageError, RunRefused):
+        raise
+    except Exception as exc:
+        raise StorageError(
+            f"the object store at {url} failed ({type(exc).__name__}); check the credentials "
+            "and endpoint in the environment (AWS_*, AWS_ENDPOINT_URL ...), and the bucket"
+        ) from None
 
 
 def sync_landing(url: str, cache: Path | None = None) -> Path:
@@ -366,7 +392,9 @@ def view(out: str | Path) -> Iterator[Path]:
         yield Path(out)
         return
     url = str(out)
-    yield RemoteOut(url, mirror=_local_for(url, "view")).pull()
+    with storage_errors(url):
+        here = RemoteOut(url, mirror=_local_for(url, "view")).pull()
+    yield here
 
 
 @contextlib.contextmanager
@@ -381,24 +409,29 @@ def session(
     Local paths pass through untouched; ``landing`` may be None (a change of the output root's
     state alone, such as a data-subject request).
     """
-    if landing is None:
-        local_landing = None
+    if landing is None or not is_remote(landing):
+        local_landing = None if landing is None else Path(landing)
     else:
-        local_landing = sync_landing(str(landing)) if is_remote(landing) else Path(landing)
+        with storage_errors(str(landing)):
+            local_landing = sync_landing(str(landing))
     if not is_remote(out):
         yield local_landing, Path(out)
         return
-    store = RemoteOut(str(out))
-    store.lock(run_id or datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ"))
+    with storage_errors(str(out)):
+        store = RemoteOut(str(out))
+        store.lock(run_id or datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ"))
     try:
-        before = store.published()
-        mirror = store.pull()
+        with storage_errors(str(out)):
+            before = store.published()
+            mirror = store.pull()
         try:
             yield local_landing, mirror
         finally:
-            store.push(before)
+            with storage_errors(str(out)):
+                store.push(before)
     finally:
-        store.unlock()
+        with storage_errors(str(out)):
+            store.unlock()
 
 
 # --- Dask workers that share only the object store ------------------------------------------

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from anonymize import remote
-from anonymize.errors import RunRefused
+from anonymize.errors import RunRefused, StorageError
 from anonymize.run import run_local
 from tests.conftest import SAMPLE
 from tests.test_incremental import LATE, SOURCES
@@ -162,7 +162,7 @@ def test_a_late_file_and_a_push_that_dies_on_the_store(
         return DiesAfterThree(fs_), root
 
     monkeypatch.setattr(remote, "filesystem", dying)
-    with pytest.raises(OSError, match="connection reset"):
+    with pytest.raises(StorageError, match=r"failed \(OSError\)"):
         _run(landing, url, policy, dev_keyring, "r2")
     monkeypatch.undo()
     assert len(uploads) == 4
@@ -342,3 +342,13 @@ def test_status_and_scan_take_urls(store, policy, dev_keyring):
     assert scan.exit_code == 0, scan.output
     assert json.loads(scan.stdout)["clean"] is True
     assert remote.RemoteOut(url).published() == "r1"  # read-only: nothing changed in the store
+
+
+def test_a_landing_key_that_leaves_the_cache_is_refused(store, tmp_path):
+    """A key with '..' would be copied outside the landing cache: the run refuses it."""
+    fs, _ = store
+    fs.pipe_file(f"{BUCKET}/i/landing/lync/../../escape.csv", b"x")
+    assert any(".." in k for k in fs.find(f"{BUCKET}/i/landing"))
+    with pytest.raises(StorageError, match=r"'\.\.'"):
+        remote.sync_landing(f"s3://{BUCKET}/i/landing", tmp_path / "cache")
+    assert not (tmp_path / "escape.csv").exists()
