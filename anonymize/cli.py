@@ -233,26 +233,24 @@ def run(
         _fail(EXIT_REFUSED_TO_START, f"--log-level is one of {', '.join(LOG_LEVELS)}")
     from anonymize import remote
 
-    try:
-        with contextlib.ExitStack() as places:
-            try:  # object-store URLs: local copies, pushed back when the run ends
-                here = places.enter_context(remote.session(landing, out))
-            except CdranonError as exc:
-                _fail(EXIT_REFUSED_TO_START, str(exc).splitlines()[0])
-            _run_here(
-                *here, started=started, policy=policy, dev_key=dev_key, strict=strict,
-                release=release, source=source, region=region, date_from=date_from,
-                date_to=date_to, reprocess=reprocess, rekey=rekey, dask_address=dask_address,
-                as_json=as_json, quiet=quiet, log_level=log_level,
-            )  # fmt: skip
-    except CdranonError as exc:  # the push of an object-store output root
-        _fail(EXIT_NOT_PUBLISHED, f"the output root was not updated: {str(exc).splitlines()[0]}")
+    # Object-store URLs: the checks and the answer when there is nothing to do use read-only
+    # local copies; the flow gets the URLs and works on the store itself (its lock, its mirror,
+    # Dask workers that share only the store).
+    urls = (landing, out) if remote.is_remote(landing) or remote.is_remote(out) else None
+    with _local_places(landing, out) as here:
+        _run_here(
+            *here, urls=urls, started=started, policy=policy, dev_key=dev_key, strict=strict,
+            release=release, source=source, region=region, date_from=date_from,
+            date_to=date_to, reprocess=reprocess, rekey=rekey, dask_address=dask_address,
+            as_json=as_json, quiet=quiet, log_level=log_level,
+        )  # fmt: skip
 
 
 def _run_here(
     landing: Path,
     out: Path,
     *,
+    urls: tuple[str, str] | None,
     started: float,
     policy: Path | None,
     dev_key: bool,
@@ -300,7 +298,10 @@ def _run_here(
             from anonymize.flows.nightly import flow_for
         timer.mark("server")
         with _progress_bar(bar), timer:
-            summary = flow_for(dask_address)(**params.flow_parameters())
+            parameters = params.flow_parameters()
+            if urls is not None:  # the flow works on the store (see run)
+                parameters.update(landing=urls[0], out=urls[1])
+            summary = flow_for(dask_address)(**parameters)
     except ServerStartError as exc:
         home = os.environ.get("PREFECT_HOME", "~/.prefect")
         _fail(
