@@ -53,7 +53,7 @@ from anonymize.layout import (
     VERSIONS,
     PlannedFile,
 )
-from anonymize.publish import _COMPLETE, _point, current_version
+from anonymize.publish import _COMPLETE, _point, current_version, owner_only
 
 REMOTE = re.compile(r"^(s3|s3a|gs|gcs|az|abfs|abfss|memory)://", re.IGNORECASE)
 POINTER = "CURRENT"  # the store's pointer object: the id of the published version
@@ -169,7 +169,9 @@ def storage_errors(url: str) -> Iterator[None]:
 
 
 def sync_landing(url: str, cache: Path | None = None) -> Path:
-    """Copy the landing zone at ``url`` into a local cache (what changed only); return it."""
+    """Copy the landing zone at ``url`` into a local cache (what changed only); return it.
+    The cache holds raw exports: readable by its owner alone, like everything a run writes."""
+    owner_only()
     fs, root = filesystem(url)
     cache = Path(cache) if cache else _local_for(url, "landing")
     cache.mkdir(parents=True, exist_ok=True)
@@ -245,7 +247,9 @@ class RemoteOut:
     # --- pull ----------------------------------------------------------------------------------
 
     def pull(self) -> Path:
-        """Make the mirror the store's published state; return the mirror."""
+        """Make the mirror the store's published state; return the mirror (owner-only, as the
+        output root it copies: pseudonymised events, quarantined raw rows)."""
+        owner_only()
         m = self.mirror
         m.mkdir(parents=True, exist_ok=True)
         version = self.published()
@@ -467,6 +471,7 @@ def stage_on_worker(
     quarantined under ``_staging/<run-id>/`` and ``_quarantine/<run-id>/`` of the store, where the
     driver fetches it (``fetch_staging``). The result's paths come back relative to the root.
     """
+    owner_only()  # a worker's temporary area holds a raw export while it stages it
     area = Path(tempfile.mkdtemp(prefix="cdranon-worker-"))
     try:
         lfs, lroot = filesystem(places.landing)

@@ -352,3 +352,18 @@ def test_a_landing_key_that_leaves_the_cache_is_refused(store, tmp_path):
     with pytest.raises(StorageError, match=r"'\.\.'"):
         remote.sync_landing(f"s3://{BUCKET}/i/landing", tmp_path / "cache")
     assert not (tmp_path / "escape.csv").exists()
+
+
+def test_local_copies_of_the_store_are_readable_by_their_owner_only(store, tmp_path):
+    """The landing cache holds raw exports, the mirror pseudonymised events: no other user of
+    the machine may read them."""
+    fs, _ = store
+    _upload_landing(fs, "j/landing")
+    old = os.umask(0o022)  # a permissive default, as a shell may have
+    try:
+        cache = remote.sync_landing(f"s3://{BUCKET}/j/landing", tmp_path / "cache")
+    finally:
+        os.umask(old)
+    files = [p for p in cache.rglob("*") if p.is_file()]
+    assert files
+    assert all(p.stat().st_mode & 0o077 == 0 for p in files)
