@@ -478,7 +478,8 @@ def test_the_readme_release_query_runs(sample_release, monkeypatch):
 
     out, _ = sample_release
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
-    block = next(b for b in re.findall(r"```python\n(.*?)```", readme, re.S) if "shareable" in b)
+    blocks = re.findall(r"```python\n(.*?)```", readme, re.S)
+    block = next(b for b in blocks if "shareable" in b and 'duckdb.sql("""' in b)
     query = block.split('duckdb.sql("""')[1].split('""")')[0]
     monkeypatch.chdir(out.parent)
     rows = duckdb.sql(query).fetchall()
