@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict
+from datetime import date, timedelta
 from pathlib import Path
 
 from anonymize import __version__
@@ -71,8 +72,10 @@ def _limits(policy: Policy, name: str, events: bool) -> list[str]:
     return out
 
 
-def coverage(partitions: list[str], name: str) -> dict:
-    """The days and regions of a release's partitions (paths relative to a version)."""
+def coverage(partitions: list[str], name: str, granularity: str = "day") -> dict:
+    """The days and regions of a release's partitions (paths relative to a version); for a
+    release per week or month, from the first day of its first period to the last day of its
+    last one, and the number of periods."""
     days: set[str] = set()
     regions: set[str] = set()
     prefix = f"{SHAREABLE}/{name}/"
@@ -81,12 +84,27 @@ def coverage(partitions: list[str], name: str) -> dict:
             day, _, region = key.partition("/")
             days.add(day)
             regions.add(region)
-    return {
+    last = max(days) if days else None
+    if last is not None and granularity in ("week", "month"):
+        start = date.fromisoformat(last)
+        end = (
+            start + timedelta(days=6)
+            if granularity == "week"
+            else (start.replace(day=28) + timedelta(days=4)).replace(day=1) - timedelta(days=1)
+        )
+        last = end.isoformat()
+    out = {
         "first_day": min(days) if days else None,
-        "last_day": max(days) if days else None,
+        "last_day": last,
         "days": len(days),
         "regions": sorted(regions),
     }
+    if granularity in ("week", "month"):
+        out["days"] = (
+            (date.fromisoformat(last) - date.fromisoformat(min(days))).days + 1 if days else 0
+        )
+        out[f"{granularity}s"] = len(days)
+    return out
 
 
 def build(
@@ -143,7 +161,7 @@ def build(
             }
         ),
         "dominance": [r.model_dump() for r in spec.dominance],
-        "coverage": coverage(partitions, name),
+        "coverage": coverage(partitions, name, spec.granularity),
         "policy": {"version": policy.version, "sha256": policy.hash},
         # The versions of the statistics' schema and of the restricted datasets (their output
         # contracts) the release was computed from.

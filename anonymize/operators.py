@@ -448,6 +448,36 @@ def client_category(expr: pl.Expr, *, options: NoOptions, ctx: OpContext | None)
     return map_unique(expr, client_category_of, return_dtype=pl.String(), cache=memo)
 
 
+# The product token of a client version string (``UCCAPI/16.0.4266.1003 OC/16.0.4266.1003``,
+# ``iPhoneLync/6.19.0.9 (iOS)``, ``CPE/4.0.7577.4445``): its major.minor only. Anything else (a
+# device's own firmware string, a free-form agent) is ``other``.
+_VERSION_RE = re.compile(
+    r"\b(?:OC|UCCAPI|CPE|LWA|UCWA|Lync|LyncMac|MacLync|iPhoneLync|iPadLync|AndroidLync|WPLync|"
+    r"MCX|Skype(?:ForBusiness)?|RTCC|Teams)/(\d{1,2})\.(\d{1,3})\.",
+    re.I,
+)
+
+
+def client_version_of(version: str) -> str:
+    """The product version (major.minor) of a Lync/SfB client version string.
+
+    >>> client_version_of("UCCAPI/16.0.4266.1003 OC/16.0.4266.1003 (Skype for Business)")
+    '16.0'
+    >>> client_version_of("Jane's phone 1.2.3")
+    'other'
+    """
+    m = _VERSION_RE.search(version)
+    return f"{int(m.group(1))}.{int(m.group(2))}" if m else "other"
+
+
+@register("client_version", options=NoOptions, accepts={"string"}, output="string")
+def client_version(expr: pl.Expr, *, options: NoOptions, ctx: OpContext | None) -> pl.Expr:
+    """Map a client version string to its product version (major.minor), from known product
+    tokens only."""
+    memo = ctx.cache("client_version") if ctx is not None else None
+    return map_unique(expr, client_version_of, return_dtype=pl.String(), cache=memo)
+
+
 MEDIA_BITS: tuple[tuple[int, str], ...] = (
     (1, "im"),
     (2, "file_transfer"),

@@ -168,7 +168,9 @@ class ReleaseSpec(BaseModel):
 
     recipient: str = Field(pattern=r"^[a-z0-9][a-z0-9._\-]{0,62}$")
     statistics: tuple[str, ...] = ()
-    granularity: Literal["day", "hour"] = "day"
+    # The time of a cell: an hour, a day, or a week (from Monday) or month: over a week or a
+    # month a person counts once (distinct people of the period, not a sum of its days).
+    granularity: Literal["hour", "day", "week", "month"] = "day"
     k: int = Field(ge=2)
     dp: DpSettings = DpSettings()
     perturbation: Perturbation = Perturbation()

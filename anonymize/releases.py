@@ -126,6 +126,24 @@ def _bound(frame: pl.DataFrame, who: str, keys: list[str], limit: int, period: s
     )
 
 
+PERIODS = {"week": "1w", "month": "1mo"}  # granularities of more than a day (polars' truncate)
+
+
+def period_start(day: str, granularity: str) -> str:
+    """The ``date`` key of a day's cell: the day itself, or the first day of its week (Monday)
+    or month.
+
+    >>> period_start("2026-11-26", "week"), period_start("2026-11-26", "month")
+    ('2026-11-23', '2026-11-01')
+    """
+    d = date.fromisoformat(day)
+    if granularity == "week":
+        return (d - timedelta(days=d.weekday())).isoformat()
+    if granularity == "month":
+        return d.replace(day=1).isoformat()
+    return day
+
+
 def period_of(day: str, period: str) -> str:
     """The accounting period of an ISO day: ``2026-W48`` or ``2026-11``.
 
@@ -380,6 +398,10 @@ def compute_statistic(
     keys = ["date", *(["hour"] if hourly else []), "region", *stat.dims]
     margin_keys = keys[: len(keys) - len(stat.dims)]
     facts_lf, people_lf = stat.build(scan, hourly)
+    if release.granularity in PERIODS:  # a cell of a week or a month: the period's first day
+        every = PERIODS[release.granularity]
+        facts_lf = facts_lf.with_columns(pl.col("date").dt.truncate(every))
+        people_lf = people_lf.with_columns(pl.col("date").dt.truncate(every))
     # Lazy until aggregated (the streaming engine keeps memory bounded on large datasets).
     people: pl.LazyFrame = people_lf.select([*keys, PERSON]).filter(pl.col(PERSON).is_not_null())
     facts: pl.LazyFrame = facts_lf.select([*keys, *stat.measures, OWNER])
@@ -520,6 +542,16 @@ def period_files(
     return out
 
 
+def _period_digests(daily: dict[tuple[str, str], str], granularity: str) -> dict:
+    """The input digests of the cells of a week or a month: of their days' digests."""
+    if granularity not in PERIODS:
+        return daily
+    found: dict[tuple[str, str], list[str]] = {}
+    for (day, region), digest in daily.items():
+        found.setdefault((period_start(day, granularity), region), []).append(digest)
+    return {k: hashlib.sha256("\n".join(sorted(v)).encode()).hexdigest() for k, v in found.items()}
+
+
 def _with_digest(meta: dict[str, str], digests: dict, day: str, region: str) -> dict[str, str]:
     digest = digests.get((day, region))
     return {**meta, "cdranon.inputs_digest": digest} if digest else meta
@@ -567,13 +599,21 @@ def _write_partitioned(
 
 
 def settled_before(release: ReleaseSpec, today: date | None) -> date | None:
-    """The first day a release with ``settle_days`` does not release yet (None: no limit).
+    """The first day a release with ``settle_days`` does not release yet (None: no limit); for
+    a frozen release of weeks or months, the first day of the first period not complete then.
 
     >>> spec = ReleaseSpec(recipient="r", k=5, settle_days=2, statistics=("usage_sessions",))
     >>> settled_before(spec, date(2026, 11, 26))
     datetime.date(2026, 11, 24)
     """
-    if not release.settle_days or today is None:
+    if today is None:
+        return None
+    if release.granularity in PERIODS and release.frozen:
+        # A frozen release of weeks or months gets whole periods only: a period it holds is
+        # never published again, so a part of one would stay a part.
+        last = (today - timedelta(days=release.settle_days)).isoformat()
+        return date.fromisoformat(period_start(last, release.granularity))
+    if not release.settle_days:
         return None
     return today - timedelta(days=release.settle_days)
 
@@ -642,9 +682,14 @@ def stage_release(
     restricted = staging / "restricted"
     out_root = staging / SHAREABLE / name
     rkeys = keyring.for_release(release.recipient)
+    # The other partitions of every period the run touches: a person is bounded over the DP
+    # accounting period, and counted once in a cell of a week or a month.
+    periods = {release.dp.period} if release.dp.enabled else set()
+    periods |= {release.granularity} & set(PERIODS)
     extra: list[Path] = []
-    if release.dp.enabled and release.statistics:
-        extra = period_files(restricted, earlier, rebuilt or set(), release.dp.period)
+    if release.statistics:
+        done = rebuilt or set()
+        extra = sorted({f for p in periods for f in period_files(restricted, earlier, done, p)})
 
     scan = restricted_scanner(restricted, extra, exclude, policy)
     cutoff = settled_before(release, today)
@@ -663,10 +708,13 @@ def stage_release(
         "events": {},
     }
     release_meta = {**meta, "cdranon.release": name, "cdranon.key_id": rkeys.key_id}
-    digests = partition_digests(restricted, extra)
+    daily = partition_digests(restricted, extra)
     # Every partition the release covers gets a file of every statistic (empty when all its
-    # cells are suppressed): the partitions of the restricted data it was computed from.
-    covered = {k for k in digests if cutoff is None or k[0] < cutoff.isoformat()}
+    # cells are suppressed): the partitions of the restricted data it was computed from (their
+    # weeks or months, for releases of that granularity).
+    covered_days = {k for k in daily if cutoff is None or k[0] < cutoff.isoformat()}
+    covered = {(period_start(d, release.granularity), r) for d, r in covered_days}
+    digests = _period_digests(daily, release.granularity)
     total_eps = 0.0
     for stat_name in release.statistics:
         stat = STATISTICS[stat_name]
@@ -717,7 +765,7 @@ def stage_release(
             frame.write_parquet(
                 target,
                 metadata=_with_digest(
-                    {**release_meta, "cdranon.pseudonym_scope": scope}, digests, day, region
+                    {**release_meta, "cdranon.pseudonym_scope": scope}, daily, day, region
                 ),
                 arrow_schema=arrow_schema(frame.schema, entries),
                 **PARQUET_OPTIONS,

@@ -7,8 +7,8 @@ them. The definitions are pure polars expressions over the datasets' output sche
 
 Examples
 --------
->>> sorted(STATISTICS)
-['usage_conference_joins', 'usage_meetings', 'usage_sessions', 'usage_web']
+>>> sorted(STATISTICS)[:4]
+['active_users', 'call_minutes', 'failures', 'im_sessions']
 """
 
 from __future__ import annotations
@@ -225,6 +225,259 @@ def _web(scan: Callable[[str], pl.LazyFrame], hourly: bool):
     return w.with_columns(pl.col(PERSON).alias(OWNER)), w
 
 
+# --- what UC administrators read (SfB Monitoring Reports, CQD, usage reports) -----------------
+
+# SIP responses that say the callee did not take the call (busy, declined, cancelled, away,
+# timed out): expected failures, as the monitoring server's ErrorCategory classes them.
+EXPECTED_FAILURES = (404, 408, 480, 486, 487, 603)
+
+
+def _category(code: pl.Expr) -> pl.Expr:
+    """success (2xx), expected_failure (the callee did not take it), unexpected_failure
+    (anything else the server or network answered), unknown (no response recorded)."""
+    return (
+        pl.when(code.is_null())
+        .then(pl.lit("unknown"))
+        .when(code.is_between(200, 299))
+        .then(pl.lit("success"))
+        .when(code.is_in(EXPECTED_FAILURES))
+        .then(pl.lit("expected_failure"))
+        .otherwise(pl.lit("unexpected_failure"))
+    )
+
+
+def _response_class(code: pl.Expr) -> pl.Expr:
+    """``4xx``: the SIP response class."""
+    return (code // 100).cast(pl.String).add("xx").fill_null("unknown")
+
+
+def _diagnostic_range(diag: pl.Expr) -> pl.Expr:
+    """The block of a diagnostic id (ms-diagnostics ids come in blocks of a thousand per
+    component: ``10000-10999``), never the id itself."""
+    low = (diag // 1000) * 1000
+    return (
+        pl.when(diag.is_null() | (diag < 0))
+        .then(pl.lit("none"))
+        .otherwise(pl.concat_str([low.cast(pl.String), (low + 999).cast(pl.String)], separator="-"))
+    )
+
+
+def _pstn() -> pl.Expr:
+    return pl.any_horizontal(
+        pl.col("from_phone").is_not_null(),
+        pl.col("to_phone").is_not_null(),
+        pl.col("from_domain_class") == "phone",
+        pl.col("to_domain_class") == "phone",
+        pl.col("from_pstn_gateway").fill_null(False),
+        pl.col("to_pstn_gateway").fill_null(False),
+    ).fill_null(False)
+
+
+def _route() -> pl.Expr:
+    federated = pl.any_horizontal(
+        pl.col("from_domain_class") == "federated", pl.col("to_domain_class") == "federated"
+    ).fill_null(False)
+    return (
+        pl.when(_pstn())
+        .then(pl.lit("pstn"))
+        .when(federated)
+        .then(pl.lit("federated"))
+        .otherwise(pl.lit("internal"))
+    )
+
+
+def _caller() -> pl.Expr:
+    return pl.coalesce(pl.col("from_user"), pl.col("to_user"))
+
+
+def _time(hourly: bool) -> list[str]:
+    return ["date", *(["hour"] if hourly else []), "region"]
+
+
+def _one_person(base: pl.LazyFrame, who: str) -> tuple[pl.LazyFrame, pl.LazyFrame]:
+    """Facts and people of a statistic whose rows each belong to one person (``who``)."""
+    base = base.filter(pl.col(who).is_not_null())
+    return base.with_columns(pl.col(who).alias(OWNER)).drop(who), base.rename({who: PERSON})
+
+
+def _active_users(scan: Callable[[str], pl.LazyFrame], hourly: bool):
+    """Distinct people active in each service: a caller, a callee who answered, a conference
+    participant, a registered client, a Connect attendee, a signed-in web user. Over a week or a
+    month (releases of that granularity) a person counts once, whatever the days."""
+    time = _time(hourly)
+    s = _time_dims(scan("lync_sessions"), "session_hour", hourly)
+    answered = pl.col("response_code").is_between(200, 299).fill_null(False)
+    parts = [
+        s.filter(pl.col("from_domain_class").fill_null("internal") == "internal")
+        .select(*time, pl.col("from_user").alias("who")),
+        s.filter(answered & (pl.col("to_domain_class").fill_null("internal") == "internal"))
+        .select(*time, pl.col("to_user").alias("who")),
+        _time_dims(scan("lync_conference_sessions"), "session_hour", hourly)
+        .select(*time, pl.col("user").alias("who")),
+        _time_dims(scan("lync_registrations"), "register_hour", hourly)
+        .select(*time, pl.col("user").alias("who")),
+    ]  # fmt: skip
+    lync = pl.concat(parts, how="vertical_relaxed").with_columns(pl.lit("lync").alias("service"))
+    connect = (
+        _time_dims(scan("connect_attendance"), "visit_hour", hourly)
+        .select(*time, pl.col("user").alias("who"))
+        .with_columns(pl.lit("connect").alias("service"))
+    )
+    web = (
+        _time_dims(scan("web_requests"), "request_hour", hourly)
+        .select(*time, pl.col("user").alias("who"))
+        .with_columns(pl.lit("web").alias("service"))
+    )
+    base = pl.concat([lync, connect, web], how="vertical_relaxed").with_columns(
+        pl.lit(1, dtype=pl.Int64).alias("activities")
+    )
+    return _one_person(base, "who")
+
+
+def _call_minutes(scan: Callable[[str], pl.LazyFrame], hourly: bool):
+    """Peer-to-peer sessions (each once, whatever its modalities) and conference sessions."""
+    time = _time(hourly)
+    p2p = _time_dims(scan("lync_sessions"), "session_hour", hourly).select(
+        *time,
+        pl.lit("peer_to_peer").alias("kind"),
+        _route().alias("route"),
+        (pl.col("duration_s").fill_null(0) / 60).alias("minutes"),
+        _caller().alias("who"),
+    )
+    conf = _time_dims(scan("lync_conference_sessions"), "session_hour", hourly).select(
+        *time,
+        pl.lit("conference").alias("kind"),
+        pl.when(pl.col("via_pstn_gateway").fill_null(False))
+        .then(pl.lit("pstn"))
+        .otherwise(pl.lit("internal"))
+        .alias("route"),
+        (pl.col("duration_s").fill_null(0) / 60).alias("minutes"),
+        pl.col("user").alias("who"),
+    )
+    base = pl.concat([p2p, conf], how="vertical_relaxed").with_columns(
+        pl.lit(1, dtype=pl.Int64).alias("sessions")
+    )
+    return _one_person(base, "who")
+
+
+def _pstn_minutes(scan: Callable[[str], pl.LazyFrame], hourly: bool):
+    """Calls to and from the phone network by the phone number's country (the other side's;
+    a number's country only, never the number), and conference dial-ins. The person is the
+    user on our side."""
+    time = _time(hourly)
+    s = _time_dims(scan("lync_sessions"), "session_hour", hourly).filter(_pstn())
+    outbound = pl.col("to_phone").is_not_null() | (pl.col("to_domain_class") == "phone")
+    calls = s.select(
+        *time,
+        pl.when(outbound).then(pl.lit("outbound")).otherwise(pl.lit("inbound")).alias("direction"),
+        pl.when(outbound)
+        .then(pl.col("to_phone_country"))
+        .otherwise(pl.col("from_phone_country"))
+        .fill_null("unknown")
+        .alias("country"),
+        (pl.col("duration_s").fill_null(0) / 60).alias("minutes"),
+        pl.when(outbound)
+        .then(pl.coalesce(pl.col("from_user"), pl.col("to_user")))
+        .otherwise(pl.coalesce(pl.col("to_user"), pl.col("from_user")))
+        .alias("who"),
+    )
+    dial_in = (
+        _time_dims(scan("lync_conference_joins"), "join_hour", hourly)
+        .filter(pl.col("is_from_pstn").fill_null(False))
+        .select(
+            *time,
+            pl.lit("conference_dial_in").alias("direction"),
+            pl.lit("unknown").alias("country"),
+            (pl.col("duration_s").fill_null(0) / 60).alias("minutes"),
+            pl.col("user").alias("who"),
+        )
+    )
+    base = pl.concat([calls, dial_in], how="vertical_relaxed").with_columns(
+        pl.lit(1, dtype=pl.Int64).alias("calls")
+    )
+    return _one_person(base, "who")
+
+
+def _im_sessions(scan: Callable[[str], pl.LazyFrame], hourly: bool):
+    """Instant-message sessions: peer-to-peer ones with the im modality (their messages, both
+    sides), and conference chat sessions (the MCU's chat)."""
+    time = _time(hourly)
+    p2p = (
+        _time_dims(scan("lync_sessions"), "session_hour", hourly)
+        .filter(pl.col("modalities").list.contains("im").fill_null(False))
+        .select(
+            *time,
+            pl.lit("peer_to_peer").alias("kind"),
+            _route().alias("route"),
+            (
+                pl.col("from_message_count").fill_null(0) + pl.col("to_message_count").fill_null(0)
+            ).cast(pl.Int64).alias("messages"),
+            _caller().alias("who"),
+        )
+    )  # fmt: skip
+    conf = (
+        _time_dims(scan("lync_conference_sessions"), "session_hour", hourly)
+        .filter(pl.col("mcu_type") == "chat")
+        .select(
+            *time,
+            pl.lit("conference").alias("kind"),
+            pl.lit("internal").alias("route"),
+            pl.lit(0, dtype=pl.Int64).alias("messages"),
+            pl.col("user").alias("who"),
+        )
+    )
+    base = pl.concat([p2p, conf], how="vertical_relaxed").with_columns(
+        pl.lit(1, dtype=pl.Int64).alias("sessions")
+    )
+    return _one_person(base, "who")
+
+
+def _failures(scan: Callable[[str], pl.LazyFrame], hourly: bool):
+    """Sessions, conference sessions and registrations by outcome category, SIP response class
+    and diagnostic id block (the Call Diagnostic reports); successes included, so rates
+    can be taken."""
+    time = _time(hourly)
+
+    def classed(frame: pl.LazyFrame, kind: str, who: pl.Expr) -> pl.LazyFrame:
+        return frame.select(
+            *time,
+            pl.lit(kind).alias("kind"),
+            _category(pl.col("response_code")).alias("category"),
+            _response_class(pl.col("response_code")).alias("response_class"),
+            _diagnostic_range(pl.col("diagnostic_id")).alias("diagnostic_range"),
+            who.alias("who"),
+        )
+
+    base = pl.concat(
+        [
+            classed(_time_dims(scan("lync_sessions"), "session_hour", hourly), "peer_to_peer",
+                    _caller()),
+            classed(_time_dims(scan("lync_conference_sessions"), "session_hour", hourly),
+                    "conference", pl.col("user")),
+            classed(_time_dims(scan("lync_registrations"), "register_hour", hourly),
+                    "registration", pl.col("user")),
+        ],
+        how="vertical_relaxed",
+    ).with_columns(pl.lit(1, dtype=pl.Int64).alias("attempts"))  # fmt: skip
+    return _one_person(base, "who")
+
+
+def _registrations(scan: Callable[[str], pl.LazyFrame], hourly: bool):
+    """Client registrations by client category and product version (major.minor)."""
+    time = _time(hourly)
+    base = (
+        _time_dims(scan("lync_registrations"), "register_hour", hourly)
+        .select(
+            *time,
+            pl.col("client").fill_null("unknown"),
+            pl.col("client_version").fill_null("unknown"),
+            pl.col("user").alias("who"),
+        )
+        .with_columns(pl.lit(1, dtype=pl.Int64).alias("registrations"))
+    )
+    return _one_person(base, "who")
+
+
 STATISTICS: dict[str, Statistic] = {
     s.name: s
     for s in (
@@ -251,6 +504,40 @@ STATISTICS: dict[str, Statistic] = {
             "usage_web", ("web_requests",),
             ("path_template", "status_class", "browser", "device_class"), ("page_views",), _web,
             "page views per path template, status class, browser and device class",
+        ),
+        Statistic(
+            "active_users",
+            ("lync_sessions", "lync_conference_sessions", "lync_registrations",
+             "connect_attendance", "web_requests"),
+            ("service",), ("activities",), _active_users,
+            "distinct active people per service (lync, connect, web); per week or month in "
+            "releases of that granularity (distinct over the period, not a sum of days)",
+        ),
+        Statistic(
+            "call_minutes", ("lync_sessions", "lync_conference_sessions"), ("kind", "route"),
+            ("sessions", "minutes"), _call_minutes,
+            "peer-to-peer and conference sessions and minutes per route (each session once)",
+        ),
+        Statistic(
+            "pstn_minutes", ("lync_sessions", "lync_conference_joins"),
+            ("direction", "country"), ("calls", "minutes"), _pstn_minutes,
+            "phone-network calls and minutes by direction and the number's country",
+        ),
+        Statistic(
+            "im_sessions", ("lync_sessions", "lync_conference_sessions"), ("kind", "route"),
+            ("sessions", "messages"), _im_sessions,
+            "instant-message sessions (peer-to-peer and conference chat) and messages",
+        ),
+        Statistic(
+            "failures", ("lync_sessions", "lync_conference_sessions", "lync_registrations"),
+            ("kind", "category", "response_class", "diagnostic_range"), ("attempts",), _failures,
+            "sessions and registrations by outcome (success, expected or unexpected failure), "
+            "SIP response class and diagnostic id block",
+        ),
+        Statistic(
+            "registrations", ("lync_registrations",), ("client", "client_version"),
+            ("registrations",), _registrations,
+            "client registrations per client category and product version",
         ),
     )
 }  # fmt: skip

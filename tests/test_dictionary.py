@@ -15,12 +15,13 @@ from anonymize import dictionary as dd
 from anonymize.cli import app
 from anonymize.contracts import OutputSchema, load_output_schema
 from anonymize.gate import scan
-from anonymize.policy import load_policy
+from anonymize.policy import DEFAULT_POLICY, load_policy
 from anonymize.statistics import STATISTICS
 from tests.test_leak import _run_library
 
 ROOT = Path(__file__).resolve().parent.parent
 NUMERIC = {"int", "float", "datetime", "date"}
+DEFAULT_RELEASES = load_policy(DEFAULT_POLICY).releases
 
 
 @pytest.mark.parametrize("dataset", dd.restricted_datasets())
@@ -122,7 +123,11 @@ def test_describe_prints_a_dataset_a_statistic_and_a_release():
     assert "treatment: generalised: IpAddress" in one.stdout
     doc = json.loads(runner.invoke(app, ["describe", "partner", "--json"]).stdout)
     assert doc["k"] == 10
-    assert set(doc["statistics"]) == set(STATISTICS)
+    assert set(doc["statistics"]) == set(DEFAULT_RELEASES["partner"].statistics)
+    weekly = json.loads(runner.invoke(app, ["describe", "partner_weekly", "--json"]).stdout)
+    assert weekly["granularity"] == "week"
+    released = {s for r in DEFAULT_RELEASES.values() for s in r.statistics}
+    assert released == set(STATISTICS)  # every statistic is in a release of the default policy
     cols = {c["column"]: c for c in doc["statistics"]["usage_meetings"]["columns"]}
     assert cols["minutes"]["unit"] == "minutes"
     bad = runner.invoke(app, ["describe", "no_such_thing"])
