@@ -1099,6 +1099,58 @@ def keygen() -> None:
     sys.stdout.write(generate_key() + "\n")
 
 
+@app.command("account-key")
+def account_key(
+    tenant: Annotated[str, typer.Argument(help="The tenant's id (the policy's tenants:).")],
+    policy: PolicyOption = None,
+    dev_key: DevKeyOption = False,
+) -> None:
+    """Print a tenant's account key (64 hex digits), if the policy hands it (hand_key: true).
+
+    With it, and nothing else, the tenant maps the pseudonyms of its reports
+    (shareable/<tenant release>/<tenant>/) back to its own directory: `cdranon
+    account-pseudonyms`. It tells nothing of another tenant's pseudonyms or of the provider's.
+    """
+    loaded, keyring = _subject_context(policy, dev_key)
+    spec = loaded.tenants.get(tenant)
+    if spec is None:
+        _fail(EXIT_REFUSED_TO_START, f"the policy has no tenant {tenant!r} (see its tenants:)")
+    if not spec.hand_key:
+        _fail(
+            EXIT_REFUSED_TO_START,
+            f"the policy does not hand {tenant!r} its key (set tenants.{tenant}.hand_key: true)",
+        )
+    sys.stdout.write(keyring.for_account(tenant).export() + "\n")
+
+
+@app.command("account-pseudonyms")
+def account_pseudonyms(
+    key_file: Annotated[
+        Path, typer.Option("--key-file", help="The file holding the account key (64 hex digits).")
+    ],
+    region: Annotated[
+        str, typer.Option(help="Region of phone numbers written without a country code.")
+    ] = "US",
+) -> None:
+    """Read addresses (SIP URIs, emails, phone numbers), one per line on standard input, and
+    print `address,pseudonym` for each: the pseudonyms a tenant's reports carry, computed with
+    its account key only (no master key, no provider data)."""
+    from anonymize.keys import KeyRing
+    from anonymize.operators import account_pseudonym
+
+    try:
+        raw = bytes.fromhex(key_file.read_text().strip())
+    except (OSError, ValueError):
+        _fail(EXIT_REFUSED_TO_START, f"{key_file}: not readable as an account key (64 hex digits)")
+    if len(raw) != 32:
+        _fail(EXIT_REFUSED_TO_START, f"{key_file}: an account key is 64 hex digits")
+    ring = KeyRing(raw)
+    for line in sys.stdin:
+        address = line.strip()
+        if address:
+            sys.stdout.write(f"{address},{account_pseudonym(ring, address, region)}\n")
+
+
 @app.command()
 def version() -> None:
     """Print the software version (as --version)."""

@@ -257,5 +257,8 @@ def write(folder: Path, doc: dict) -> list[Path]:
 
 
 def documents(root: Path) -> list[Path]:
-    """The datasheets under an output or staging root (``shareable/*/DATASHEET.*``)."""
-    return sorted(Path(root).glob(f"{SHAREABLE}/*/{DATASHEET}.*"))
+    """The datasheets under an output or staging root (``shareable/*/DATASHEET.*``, and
+    ``shareable/*/<tenant>/DATASHEET.*`` in tenant releases)."""
+    return sorted(
+        p for depth in ("*", "*/*") for p in Path(root).glob(f"{SHAREABLE}/{depth}/{DATASHEET}.*")
+    )

@@ -32,7 +32,7 @@ from pathlib import Path
 import polars as pl
 
 from anonymize.errors import InputError
-from anonymize.layout import SHAREABLE, write_atomically
+from anonymize.layout import SHAREABLE, partition_key, write_atomically
 from anonymize.releases import period_of
 
 DELIVERIES = "_deliveries.json"
@@ -60,13 +60,12 @@ def release_files(root: Path) -> dict[str, str]:
 
 
 def _key(rel: str) -> str:
-    """The ``date/region`` key of ``<dataset>/date=D/region=R/<file>``."""
-    parts = rel.split("/")
-    return f"{parts[1].removeprefix('date=')}/{parts[2].removeprefix('region=')}"
+    """The ``date/region`` key of ``[<tenant>/]<dataset>/date=D/region=R/<file>``."""
+    return partition_key(rel) or ""
 
 
 def _day(rel: str) -> str:
-    return rel.split("/")[1].removeprefix("date=")
+    return _key(rel).partition("/")[0]
 
 
 @dataclass

@@ -70,6 +70,7 @@ def statistics_dictionary() -> dict:
         "shared": docs(raw["shared"]),
         "totals": docs(raw["totals"]),
         "statistics": {s: docs(cols) for s, cols in raw["statistics"].items()},
+        "user_activity": docs(raw["user_activity"]),
     }
 
 
@@ -81,8 +82,17 @@ def _rule_treatment(rule: CompiledRule) -> str:
     o, col, name = rule.options, rule.column, rule.spec.name
     if name == "keep":
         return f"kept as exported ({col})"
+    if name == "pseudonymize" and o.per_account:
+        return (
+            f"keyed pseudonym (HMAC-SHA256, kind {o.kind}) of {col} under its tenant's account "
+            "key; null for an address of no tenant"
+        )
     if name == "pseudonymize":
         return f"keyed pseudonym (HMAC-SHA256, kind {o.kind}) of {col}"
+    if name == "account":
+        return f"generalised: {col} to its tenant's id (the policy's tenants, by domain)"
+    if name == "client_version":
+        return f"generalised: {col} to a known product's version, major.minor"
     if name == "pseudonymize_lookup":
         return f"keyed pseudonym of the identifier {col} stands for in {o.lookup}"
     if name == "pseudonymize_session":
@@ -232,6 +242,21 @@ def statistic_entries(stat: str, release: ReleaseSpec | None, totals: bool = Fal
             treatment = _protection(doc.role or "measure", release, doc.type == "float")
         if c == "minutes":
             treatment += "; rounded to 0.1"
+        out.append(Entry(c, doc.type, doc.unit, doc.description, treatment))
+    return out
+
+
+def user_activity_entries() -> list[Entry]:
+    """The dictionary of a tenant release's ``user_activity`` (one row per user and day)."""
+    out = []
+    for c, doc in statistics_dictionary()["user_activity"].items():
+        treatment = (
+            "the tenant's own user, under the pseudonym keyed for that tenant"
+            if c == "user"
+            else "generalised: the hour, UTC"
+            if doc.type == "datetime"
+            else "exact, of the tenant's own user (an account holder's report)"
+        )
         out.append(Entry(c, doc.type, doc.unit, doc.description, treatment))
     return out
 

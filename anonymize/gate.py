@@ -228,15 +228,19 @@ Tag = tuple[str, str, str]  # area, dataset, column
 def _dataset_of(rel: Path) -> tuple[str, str]:
     """(area, dataset) of a staged file path relative to the staging or output root."""
     parts = rel.parts
-    if parts[0] == "shareable":
-        return "shareable", f"{parts[1]}/{parts[2]}"
+    if parts[0] == "shareable":  # <release>/<dataset>, or <release>/<tenant>/<dataset>
+        end = next(i for i, p in enumerate(parts) if p.startswith("date="))
+        return "shareable", "/".join(parts[1:end])
     return parts[0], parts[1]
 
 
 def staged_files(root: Path, areas: tuple[str, ...] = ("restricted", "shareable")) -> list[Path]:
-    globs = {"restricted": "restricted/*/date=*/region=*/*.parquet",
-             "shareable": "shareable/*/*/date=*/region=*/*.parquet"}  # fmt: skip
-    return sorted(f for a in areas for f in Path(root).glob(globs[a]))
+    """Every Parquet file of the areas: restricted datasets, releases' datasets and tenant
+    releases' (one folder deeper, per tenant)."""
+    globs = {"restricted": ["restricted/*/date=*/region=*/*.parquet"],
+             "shareable": ["shareable/*/*/date=*/region=*/*.parquet",
+                           "shareable/*/*/*/date=*/region=*/*.parquet"]}  # fmt: skip
+    return sorted(f for a in areas for g in globs[a] for f in Path(root).glob(g))
 
 
 def free_text_columns(policy) -> frozenset[str]:
@@ -514,13 +518,20 @@ def run_gate(staging: Path, policy, key: bytes, withheld: dict | None = None) ->
             checks.append(check)
             findings += found
         # Every published statistic cell has at least k people (re-checked on the files).
-        for stat in spec.statistics:
-            files = sorted((Path(staging) / "shareable" / name / stat).rglob("*.parquet"))
+        # (In a tenant release, the statistics of every tenant's folder.)
+        folders = (
+            sorted(p for p in (Path(staging) / "shareable" / name).glob("*") if p.is_dir())
+            if spec.kind == "tenant"
+            else [Path(staging) / "shareable" / name]
+        )
+        for folder, stat in ((f, s) for f in folders for s in spec.statistics):
+            files = sorted((folder / stat).rglob("*.parquet"))
             if files:
                 small = pl.scan_parquet(files).filter(pl.col("people") < spec.k).select(pl.len())
                 n = small.collect().item()
                 if n:
-                    findings.append(Finding("shareable", f"{name}/{stat}", "people", "below_k", n))
+                    where = folder.relative_to(Path(staging) / "shareable").as_posix()
+                    findings.append(Finding("shareable", f"{where}/{stat}", "people", "below_k", n))
     findings += _cross_recipient_joins(released, policy)
     # For the report: why restricted events are not shareable as they are (on the latest day
     # of sessions, which bounds the cost whatever the size of the run).

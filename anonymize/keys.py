@@ -223,6 +223,22 @@ class KeyRing:
             rid = "k-" + hashlib.sha256(f"{self._id}/release/{recipient}".encode()).hexdigest()[:16]
         return KeyRing(derived, is_development=self.is_development, key_id=rid)
 
+    def for_account(self, tenant: str) -> KeyRing:
+        """The key ring of one account holder's (tenant's) pseudonyms: the key a tenant may be
+        handed to map its reports back to its own directory (``account_pseudonym``). It tells
+        nothing of another tenant's pseudonyms, or of the provider's.
+
+        >>> ring = KeyRing.development()
+        >>> ring.for_account("contoso").key_id != ring.for_account("fabrikam").key_id
+        True
+        """
+        derived = self.derive(f"account/{tenant}")
+        return KeyRing(derived, is_development=self.is_development)
+
+    def export(self) -> str:
+        """The key as 64 hex digits, to hand over (an account key only: never the master)."""
+        return self._master.hex()
+
     def __repr__(self) -> str:
         return f"KeyRing(key_id={self.key_id!r}, development={self.is_development})"
 

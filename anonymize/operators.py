@@ -91,6 +91,8 @@ class OpContext:
     previous_subjects: frozenset[str] = frozenset()
     previous_erased: frozenset[str] = frozenset()
     rederived: dict[str, str] = field(default_factory=dict, repr=False)
+    # Account holders (the policy's tenants): tenant id -> its users' domains.
+    accounts: dict[str, tuple[str, ...]] = field(default_factory=dict)
     # Join sources of the run: contract name -> frame (key, pseudonym). Set per file.
     lookups: dict[str, pl.DataFrame] = field(default_factory=dict, repr=False)
     _keys: dict[str, bytes] = field(default_factory=dict, repr=False)
@@ -101,6 +103,13 @@ class OpContext:
         if kind not in self._keys:
             self._keys[kind] = self.keyring.derive(f"pseudonym/{self.scope}/{kind}")
         return self._keys[kind]
+
+    def account_key_for(self, tenant: str, kind: str) -> bytes:
+        """The pseudonym key of one identifier kind for one tenant (``account_pseudonym``)."""
+        name = f"account/{tenant}/{kind}"
+        if name not in self._keys:
+            self._keys[name] = account_key(self.keyring.for_account(tenant), kind)
+        return self._keys[name]
 
     def cache(self, name: str) -> Memo:
         return self._caches.setdefault(name, Memo())
@@ -220,10 +229,50 @@ def drop(expr: pl.Expr, *, options: NoOptions, ctx: OpContext | None) -> pl.Expr
 # --- pseudonymize ---------------------------------------------------------------------------
 
 
+def account_key(ring: KeyRing, kind: str) -> bytes:
+    """The pseudonym key of one identifier kind under a tenant's account key ring."""
+    return ring.derive(f"pseudonym/account/{kind}")
+
+
+def account_of(value: str, accounts: dict[str, tuple[str, ...]]) -> str | None:
+    """The tenant whose domain (or a subdomain of it) a SIP URI or email is in, else None.
+
+    >>> account_of("sip:Jane.Doe@EU.Contoso.com", {"contoso": ("contoso.com",)})
+    'contoso'
+    >>> account_of("tel:+14255550100", {"contoso": ("contoso.com",)}) is None
+    True
+    """
+    if is_phone_uri(value):
+        return None
+    domain = uri_domain(value)
+    if domain is None:
+        return None
+    for tenant, domains in accounts.items():
+        if any(domain == d or domain.endswith("." + d) for d in domains):
+            return tenant
+    return None
+
+
+def account_pseudonym(ring: KeyRing, value: str, default_region: str = "US") -> str:
+    """A user's pseudonym in its tenant's reports, from the tenant's account key ring and the
+    user's SIP URI or email: what a tenant handed its key computes over its own directory.
+
+    >>> ring = KeyRing.development().for_account("contoso")
+    >>> a = account_pseudonym(ring, "sip:Jane@contoso.com")
+    >>> a == account_pseudonym(ring, "jane@CONTOSO.com")
+    True
+    """
+    kind, norm = normalize_identifier(value, "auto", default_region)
+    return pseudonym(account_key(ring, kind), kind, norm)
+
+
 class PseudonymizeOptions(Options):
     kind: Literal[
         "auto", "person", "phone", "endpoint", "tenant", "infrastructure", "meeting", "opaque"
     ] = "auto"
+    # true: the pseudonym of the value's tenant (its account key), null for a value of no
+    # tenant; what that tenant's reports carry (a tenant release).
+    per_account: bool = False
 
 
 @register("pseudonymize", options=PseudonymizeOptions, accepts={"string", "guid"}, output="string")
@@ -234,6 +283,19 @@ def pseudonymize(expr: pl.Expr, *, options: PseudonymizeOptions, ctx: OpContext)
     in ``FromUri`` and the same number in ``FromPhone`` get the same pseudonym.
     """
     region = ctx.default_phone_region
+    if options.per_account:
+
+        def per_account(value: str) -> str | None:
+            tenant = account_of(value, ctx.accounts)
+            if tenant is None:
+                return None
+            kind, norm = normalize_identifier(value, options.kind, region)
+            return pseudonym(ctx.account_key_for(tenant, kind), kind, norm)
+
+        return map_unique(
+            expr, per_account, return_dtype=pl.String(),
+            cache=ctx.cache(f"pseudonymize/account/{options.kind}"),
+        )  # fmt: skip
 
     def one(value: str) -> str:
         kind, norm = normalize_identifier(value, options.kind, region)
@@ -407,6 +469,19 @@ def uri_domain_class(expr: pl.Expr, *, options: NoOptions, ctx: OpContext) -> pl
         lambda v: domain_class(v, own),
         return_dtype=pl.String(),
         cache=ctx.cache("uri_domain_class"),
+    )
+
+
+@register("account", options=NoOptions, accepts={"string"}, output="string")
+def account(expr: pl.Expr, *, options: NoOptions, ctx: OpContext) -> pl.Expr:
+    """Replace a SIP URI or email by the id of its tenant (the policy's ``tenants``, by
+    domain), null for an address of no tenant."""
+    accounts = dict(ctx.accounts)
+    return map_unique(
+        expr,
+        lambda v: account_of(v, accounts),
+        return_dtype=pl.String(),
+        cache=ctx.cache("account"),
     )
 
 

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from anonymize.contracts import Contract, load_contract, load_output_schema
 from anonymize.errors import ContractError, PolicyError
@@ -57,6 +57,29 @@ class Organization(BaseModel):
     # Day and month order of slash dates (``3/4/2026``) in CSV exports: found in each file's
     # values (a day above 12), or set here for exports whose days are all 12 or less.
     slash_dates: Literal["detect", "month_first", "day_first"] = "detect"
+
+
+class TenantSpec(BaseModel):
+    """An account holder (a business customer): the SIP and email domains of its users, and
+    whether it is handed its account key (with which it maps the pseudonyms of its reports
+    back to its own directory: ``cdranon account-key``)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    domains: tuple[str, ...] = Field(min_length=1)
+    hand_key: bool = False
+
+    @field_validator("domains")
+    @classmethod
+    def _lower(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        bad = [
+            d
+            for d in v
+            if not re.fullmatch(r"[a-z0-9]([a-z0-9\-]*[a-z0-9])?(\.[a-z0-9\-]+)+", d.lower())
+        ]
+        if bad:
+            raise ValueError(f"{len(bad)} domain(s) are not domain names")
+        return tuple(d.lower() for d in v)
 
 
 class WebSettings(BaseModel):
@@ -167,6 +190,10 @@ class ReleaseSpec(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     recipient: str = Field(pattern=r"^[a-z0-9][a-z0-9._\-]{0,62}$")
+    # recipient: one third party. tenant: every account holder of the policy's ``tenants``,
+    # each in a folder of its own (shareable/<release>/<tenant>/), with its own users only
+    # under pseudonyms keyed for it, and its users' activity one row per person and day.
+    kind: Literal["recipient", "tenant"] = "recipient"
     statistics: tuple[str, ...] = ()
     # The time of a cell: an hour, a day, or a week (from Monday) or month: over a week or a
     # month a person counts once (distinct people of the period, not a sum of its days).
@@ -258,6 +285,42 @@ class DatasetPolicy:
         names = ("pseudonymize", "pseudonymize_lookup", "pseudonymize_session")
         return sorted({r.output for r in self.rules if r.spec.name in names})
 
+    @property
+    def person_columns(self) -> list[str]:
+        """The outputs that hold the provider's pseudonyms of people or phone numbers (not of
+        meetings or sessions, not a tenant's)."""
+        out = set()
+        for r in self.rules:
+            if r.spec.name == "pseudonymize_lookup" or (
+                r.spec.name == "pseudonymize"
+                and r.options.kind in ("auto", "person", "phone")
+                and not r.options.per_account
+            ):
+                out.add(r.output)
+        return sorted(out)
+
+    @property
+    def account_columns(self) -> list[tuple[str, str, str]]:
+        """(person, account, account pseudonym) outputs made from one input column: the
+        provider's pseudonym, the tenant id and the tenant's pseudonym of one person."""
+        by_input: dict[str, dict[str, str]] = {}
+        for r in self.rules:
+            if r.column is None:
+                continue
+            role = (
+                "account" if r.spec.name == "account"
+                else "account_user" if r.spec.name == "pseudonymize" and r.options.per_account
+                else "person" if r.spec.name == "pseudonymize"
+                else None
+            )  # fmt: skip
+            if role:
+                by_input.setdefault(r.column, {})[role] = r.output
+        return sorted(
+            (d["person"], d["account"], d["account_user"])
+            for d in by_input.values()
+            if {"person", "account", "account_user"} <= d.keys()
+        )
+
 
 @dataclass(frozen=True)
 class Policy:
@@ -272,6 +335,7 @@ class Policy:
     batch_rows: int
     datasets: dict[str, DatasetPolicy]
     releases: dict[str, ReleaseSpec] = field(default_factory=dict)
+    tenants: dict[str, TenantSpec] = field(default_factory=dict)
     web: WebSettings = field(default_factory=WebSettings)
     gate: GateSettings = field(default_factory=GateSettings)
     retention: Retention = field(default_factory=Retention)
@@ -326,6 +390,7 @@ class _RawPolicy(BaseModel):
     regions: dict[str, list[str]] = Field(default_factory=dict)
     batch_rows: int = Field(default=500_000, ge=1_000)
     datasets: dict[str, _RawDataset]
+    tenants: dict[str, TenantSpec] = Field(default_factory=dict)
     web: WebSettings = WebSettings()
     gate: GateSettings = GateSettings()
     retention: Retention = Retention()
@@ -630,6 +695,29 @@ def load_policy(path: str | Path | Any) -> Policy:
                 f"releases.{rname}.dp.budget: {rel.dp.budget} is less than one publication "
                 f"costs (epsilon {rel.dp.epsilon} x {len(rel.statistics)} statistic(s))"
             )
+    for tname in raw.tenants:
+        if not re.fullmatch(r"[a-z0-9][a-z0-9_\-]{0,40}", tname):
+            problems.append(f"tenants.{tname}: a tenant id is lower-case letters, digits, - _")
+    owners: dict[str, str] = {}
+    for tname, tenant in raw.tenants.items():
+        for domain in tenant.domains:
+            if domain in owners:
+                problems.append(
+                    f"tenants.{tname}.domains: {domain!r} is also a domain of {owners[domain]!r}"
+                )
+            owners.setdefault(domain, tname)
+    for rname, rel in raw.releases.items():
+        if rel.kind == "tenant" and not raw.tenants:
+            problems.append(f"releases.{rname}: a tenant release needs tenants: in the policy")
+        if rel.kind == "tenant" and rel.dp.enabled:
+            problems.append(
+                f"releases.{rname}.dp: a tenant release takes perturbation, not DP (its users' "
+                "activity is exact: it is their account holder's)"
+            )
+        if rel.kind == "tenant" and rel.events:
+            problems.append(
+                f"releases.{rname}.events: a tenant release has its users' activity, not events"
+            )
     recipients = [r.recipient for r in raw.releases.values()]
     for dup in sorted({r for r in recipients if recipients.count(r) > 1}):
         problems.append(f"releases: the recipient {dup!r} has more than one release")
@@ -653,6 +741,7 @@ def load_policy(path: str | Path | Any) -> Policy:
         batch_rows=raw.batch_rows,
         datasets=datasets,
         releases=dict(raw.releases),
+        tenants=dict(raw.tenants),
         web=raw.web,
         gate=raw.gate,
         retention=raw.retention,

@@ -220,22 +220,24 @@ def new_run_id(now: datetime | None = None) -> str:
 
 
 def _partition_dirs(root: Path, releases: list[str] | None = None) -> list[Path]:
-    shareable = "shareable/*/*/date=*/region=*"
-    return sorted(
-        [
-            *root.glob("restricted/*/date=*/region=*"),
-            *(
-                root.glob(shareable)
-                if releases is None
-                else (p for r in releases for p in root.glob(f"shareable/{r}/*/date=*/region=*"))
-            ),
-        ]
-    )
+    """The partitions under ``root``: ``restricted/<dataset>/date=/region=`` and, of every
+    release (or of ``releases``), ``shareable/<release>/<dataset>/date=/region=`` and, in a
+    tenant release, ``shareable/<release>/<tenant>/<dataset>/date=/region=``."""
+    names = ["*"] if releases is None else list(releases)
+    shareable = {
+        p
+        for r in names
+        for depth in ("*", "*/*")
+        for p in root.glob(f"shareable/{r}/{depth}/date=*/region=*")
+    }
+    return sorted([*root.glob("restricted/*/date=*/region=*"), *shareable])
 
 
 def _release_documents(root: Path) -> list[Path]:
-    """The documents of each release folder (its datasheet): ``shareable/<release>/<FILE>``."""
-    return sorted(p for p in Path(root).glob(f"{SHAREABLE}/*/*") if p.is_file())
+    """The documents of each release folder (its datasheet): ``shareable/<release>/<FILE>``,
+    and ``shareable/<release>/<tenant>/<FILE>`` in a tenant release."""
+    found = [*Path(root).glob(f"{SHAREABLE}/*/*"), *Path(root).glob(f"{SHAREABLE}/*/*/*")]
+    return sorted(p for p in found if p.is_file())
 
 
 def carried_over(

@@ -51,7 +51,13 @@ import polars as pl
 import pyarrow.parquet as pq
 
 from anonymize.contracts import load_output_schema
-from anonymize.dictionary import Entry, arrow_schema, event_entries, statistic_entries
+from anonymize.dictionary import (
+    Entry,
+    arrow_schema,
+    event_entries,
+    statistic_entries,
+    user_activity_entries,
+)
 from anonymize.identifiers import pseudonym
 from anonymize.keys import KeyRing
 from anonymize.layout import PARQUET_OPTIONS, SHAREABLE
@@ -67,6 +73,7 @@ from anonymize.perturbation import (
 )
 from anonymize.policy import DominanceRule, Policy, ReleaseSpec
 from anonymize.statistics import OWNER, PERSON, STATISTICS, Statistic
+from anonymize.tenants import USER_ACTIVITY, tenant_people, tenant_view, user_activity
 
 
 @dataclass
@@ -715,17 +722,16 @@ def stage_release(
     covered_days = {k for k in daily if cutoff is None or k[0] < cutoff.isoformat()}
     covered = {(period_start(d, release.granularity), r) for d, r in covered_days}
     digests = _period_digests(daily, release.granularity)
+    if release.kind == "tenant":
+        periods, days = (digests, covered), (daily, covered_days)
+        entry.update(
+            _stage_tenants(release, policy, keyring, scan, out_root, release_meta, periods, days)
+        )
+        return entry
     total_eps = 0.0
     for stat_name in release.statistics:
-        stat = STATISTICS[stat_name]
-        published, margins, report = compute_statistic(stat, scan, release, keyring)
-        m = {**release_meta, "cdranon.dataset": stat_name, "cdranon.k": str(release.k)}
-        cells, sums = (
-            statistic_entries(stat_name, release),
-            statistic_entries(stat_name, release, totals=True),
-        )
-        _write_partitioned(published, out_root / stat_name, m, digests, covered, cells)
-        _write_partitioned(margins, out_root / f"{stat_name}_totals", m, digests, covered, sums)
+        report = _stage_statistic(stat_name, release, scan, keyring, out_root, release_meta,
+                                  digests, covered)  # fmt: skip
         entry["statistics"][stat_name] = report.to_dict()
         if report.dp:
             total_eps += release.dp.epsilon
@@ -773,6 +779,73 @@ def stage_release(
             rows += frame.height
         entry["events"][dataset] = {"scope": scope, "rows": rows, "pseudonym_columns": cols}
     return entry
+
+
+def _stage_statistic(
+    stat_name: str,
+    release: ReleaseSpec,
+    scan: Callable[[str], pl.LazyFrame],
+    keyring: KeyRing,
+    root: Path,
+    meta: dict[str, str],
+    digests: dict,
+    covered: set[tuple[str, str]],
+) -> StatReport:
+    """Compute one statistic and write its cells and margins under ``root``."""
+    published, margins, report = compute_statistic(STATISTICS[stat_name], scan, release, keyring)
+    m = {**meta, "cdranon.dataset": stat_name, "cdranon.k": str(release.k)}
+    cells, sums = (
+        statistic_entries(stat_name, release),
+        statistic_entries(stat_name, release, totals=True),
+    )
+    _write_partitioned(published, root / stat_name, m, digests, covered, cells)
+    _write_partitioned(margins, root / f"{stat_name}_totals", m, digests, covered, sums)
+    return report
+
+
+def _stage_tenants(
+    release: ReleaseSpec,
+    policy: Policy,
+    keyring: KeyRing,
+    scan: Callable[[str], pl.LazyFrame],
+    out_root: Path,
+    meta: dict[str, str],
+    periods: tuple[dict, set[tuple[str, str]]],
+    days: tuple[dict, set[tuple[str, str]]],
+) -> dict:
+    """A tenant release (``anonymize.tenants``): for each tenant, its folder with its users'
+    activity and the release's statistics over its own view. Returns the manifest entry's
+    ``tenants`` (per tenant: key id, people, rows, statistics) and ``statistics`` (summed).
+    ``periods`` and ``days``: the input digests and the partitions covered, of the statistics'
+    cells (weeks, months) and of the days (the users' activity)."""
+    tenants: dict[str, dict] = {}
+    summed: dict[str, dict] = {}
+    for tenant in sorted(policy.tenants):
+        people = tenant_people(scan, policy, tenant)
+        view = tenant_view(scan, policy, people)
+        root = out_root / tenant
+        key_id = keyring.for_account(tenant).key_id
+        tmeta = {**meta, "cdranon.tenant": tenant, "cdranon.key_id": key_id}
+        stats = {}
+        for stat_name in release.statistics:
+            report = _stage_statistic(stat_name, release, view, keyring, root, tmeta, *periods)
+            stats[stat_name] = report.to_dict()
+            total = summed.setdefault(stat_name, {})
+            for k, v in stats[stat_name].items():
+                total[k] = total.get(k, 0) + v if isinstance(v, int) else v
+        activity = user_activity(view).collect()
+        _write_partitioned(
+            activity, root / USER_ACTIVITY, {**tmeta, "cdranon.dataset": USER_ACTIVITY},
+            *days, user_activity_entries(),
+        )  # fmt: skip
+        tenants[tenant] = {
+            "key_id": key_id,
+            "hand_key": policy.tenants[tenant].hand_key,
+            "people": people.height,
+            "user_activity_rows": activity.height,
+            "statistics": stats,
+        }
+    return {"tenants": tenants, "statistics": summed}
 
 
 def release_metadata(policy: Policy, keyring: KeyRing, input_sha256s: list[str]) -> dict[str, str]:

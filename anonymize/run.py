@@ -875,7 +875,8 @@ class Run:
             *carried_over(self.staging, self.out, **plan),
             *(
                 p.relative_to(self.staging).as_posix()
-                for p in self.staging.glob(f"{SHAREABLE}/*/*/date=*/region=*")
+                for depth in ("*", "*/*")
+                for p in self.staging.glob(f"{SHAREABLE}/*/{depth}/date=*/region=*")
             ),
         ]
         meta = release_metadata(self.policy, self.keyring, shas)
@@ -883,6 +884,13 @@ class Run:
         for name, entry in entries.items():
             folder = self.staging / SHAREABLE / name
             if "refused" in entry or not folder.is_dir():
+                continue
+            if "tenants" in entry:  # one datasheet per tenant, in its own folder
+                for tenant, own in entry["tenants"].items():
+                    mine = [p for p in partitions if p.startswith(f"{SHAREABLE}/{name}/{tenant}/")]
+                    doc = datasheet.build(name, self.policy, {**entry, **own}, mine, meta)
+                    doc["recipient"] = tenant
+                    written += [p.name for p in datasheet.write(folder / tenant, doc)]
                 continue
             doc = datasheet.build(name, self.policy, entry, partitions, meta)
             written += [p.name for p in datasheet.write(folder, doc)]

@@ -104,6 +104,7 @@ def make_context(policy: Policy, keyring: KeyRing, scope: str = "restricted") ->
         region_pools=dict(policy.regions),
         scope=scope,
         web=policy.web_vocabulary,
+        accounts={t: spec.domains for t, spec in policy.tenants.items()},
     )
 
 

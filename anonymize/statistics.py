@@ -277,11 +277,18 @@ def _route() -> pl.Expr:
     federated = pl.any_horizontal(
         pl.col("from_domain_class") == "federated", pl.col("to_domain_class") == "federated"
     ).fill_null(False)
+    # other_tenant: a side that is another account holder's user, in a tenant's view only
+    # (anonymize.tenants); a third party's statistics never have it.
+    other = pl.any_horizontal(
+        pl.col("from_domain_class") == "other_tenant", pl.col("to_domain_class") == "other_tenant"
+    ).fill_null(False)
     return (
         pl.when(_pstn())
         .then(pl.lit("pstn"))
         .when(federated)
         .then(pl.lit("federated"))
+        .when(other)
+        .then(pl.lit("other_tenant"))
         .otherwise(pl.lit("internal"))
     )
 

@@ -322,3 +322,19 @@ def test_failures_split_expected_from_unexpected_and_name_only_a_diagnostic_bloc
 )
 def test_client_versions_keep_a_known_products_major_and_minor_only(agent, version):
     assert client_version_of(agent) == version
+
+
+def test_every_readme_question_on_the_new_statistics_runs(sample_out, monkeypatch):
+    """The README's DuckDB block (one question per statistic, and an account holder's) runs as
+    written on what a run over the sample publishes, and every query answers."""
+    import re
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    block = re.search(r"<!-- admin-queries -->\n```python\n(.*?)```", readme, re.S).group(1)
+    queries = re.findall(r'q\("""(.*?)"""\)', block, re.S)
+    assert len(queries) == 10
+    (sample_out.parent / "out").symlink_to(sample_out, target_is_directory=True)
+    monkeypatch.chdir(sample_out.parent)
+    for query in queries:
+        assert duckdb.sql(query).fetchall(), query
+    exec(compile(block, "README.md", "exec"), {})  # the block itself, as a reader runs it

@@ -30,7 +30,7 @@ LAYERS: list[tuple[str, set[str]]] = [
     # The data dictionary: the output schemas' docs with the policy's treatments.
     ("dictionary", {"anonymize.dictionary"}),
     ("stage", {"anonymize.plan", "anonymize.stage"}),
-    ("releases", {"anonymize.releases", "anonymize.datasheet"}),
+    ("releases", {"anonymize.releases", "anonymize.datasheet", "anonymize.tenants"}),
     ("gate", {"anonymize.gate"}),
     ("state", {"anonymize.publish", "anonymize.ledger", "anonymize.report",
                "anonymize.deliveries", "anonymize.subjects"}),
