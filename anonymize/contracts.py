@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from anonymize.errors import ContractError
 
-ColumnType = Literal["string", "int", "bit", "datetime", "guid", "ip"]
+ColumnType = Literal["string", "int", "decimal", "bit", "datetime", "guid", "ip"]
 PrivacyClass = Literal["PD", "QI", "SAFE"]
 
 

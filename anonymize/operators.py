@@ -17,6 +17,7 @@ datetime.datetime(2024, 3, 1, 9, 0)
 from __future__ import annotations
 
 import fnmatch
+import ipaddress
 import re
 import threading
 from collections.abc import Callable
@@ -39,6 +40,7 @@ from anonymize.web import (
     DEFAULT_WEB,
     WebVocabulary,
     generalize_ip_value,
+    parse_ip,
     referer_site,
     url_template_value,
     user_agent_parts,
@@ -52,6 +54,7 @@ INPUT_TO_OUTPUT_TYPE = {
     "guid": "string",
     "ip": "string",
     "int": "int",
+    "decimal": "float",
     "bit": "bool",
     "datetime": "datetime",
 }
@@ -91,6 +94,8 @@ class OpContext:
     previous_subjects: frozenset[str] = frozenset()
     previous_erased: frozenset[str] = frozenset()
     rederived: dict[str, str] = field(default_factory=dict, repr=False)
+    # Network sites (the policy's network_sites): (network, site) pairs, most specific first.
+    sites: tuple[tuple[str, str], ...] = ()
     # Account holders (the policy's tenants): tenant id -> its users' domains.
     accounts: dict[str, tuple[str, ...]] = field(default_factory=dict)
     # Join sources of the run: contract name -> frame (key, pseudonym). Set per file.
@@ -674,6 +679,105 @@ def generalize_ip(expr: pl.Expr, *, options: GeneralizeIpOptions, ctx: OpContext
     return map_unique(
         expr, lambda v: generalize_ip_value(v, v4, v6), return_dtype=pl.String(), cache=memo
     )
+
+
+def site_of(value: str, sites: tuple[tuple[str, str], ...]) -> str:
+    """The network site (the policy's ``network_sites``) of an IP address: the site of the most
+    specific subnet that holds it; ``outside`` for a public address of no site, ``unknown``
+    for a private one of no site or a value that is no address.
+
+    >>> sites = (("10.20.0.0/16", "london"), ("10.0.0.0/8", "corp"))
+    >>> site_of("10.20.3.4", sites), site_of("10.9.9.9", sites), site_of("8.8.8.8", sites)
+    ('london', 'corp', 'outside')
+    """
+    address = parse_ip(value)
+    if address is None:
+        return "unknown"
+    for network, site in sites:
+        net = ipaddress.ip_network(network, strict=False)
+        if address.version == net.version and address in net:
+            return site
+    return (
+        "unknown"
+        if any(address in n for n in _INTERNAL if n.version == address.version)
+        else "outside"
+    )
+
+
+# Addresses only an organisation's own network uses (RFC 1918, shared, link-local, ULA): one of
+# no site is somewhere inside, unknown; any other is outside.
+_INTERNAL = tuple(
+    ipaddress.ip_network(n)
+    for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "169.254.0.0/16",
+              "fc00::/7", "fe80::/10")
+)  # fmt: skip
+
+
+@register("network_site", options=NoOptions, accepts={"string", "ip"}, output="string")
+def network_site(expr: pl.Expr, *, options: NoOptions, ctx: OpContext) -> pl.Expr:
+    """Replace an IP address by the site of its subnet (the policy's ``network_sites``), or
+    outside / unknown: where a media endpoint sat, never the address."""
+    sites = ctx.sites
+    return map_unique(
+        expr, lambda v: site_of(v, sites), return_dtype=pl.String(), cache=ctx.cache("site")
+    )
+
+
+# What a QoE report's network connection detail names, to a class (first match wins).
+_CONNECTION = (
+    (re.compile(r"wi-?fi|wireless|802\.11", re.I), "wifi"),
+    (re.compile(r"wired|ethernet|lan\b", re.I), "wired"),
+    (re.compile(r"mobile|cellular|\b[345]g\b|lte|wwan", re.I), "mobile"),
+    (re.compile(r"ppp|dial", re.I), "other"),
+)
+
+
+def connection_class(value: str) -> str:
+    """``wired``, ``wifi``, ``mobile`` or ``other`` from a network connection detail.
+
+    >>> connection_class("Wifi"), connection_class("wired"), connection_class("MobileBB")
+    ('wifi', 'wired', 'mobile')
+    """
+    for pattern, name in _CONNECTION:
+        if pattern.search(value):
+            return name
+    return "other"
+
+
+@register("network_connection", options=NoOptions, accepts={"string"}, output="string")
+def network_connection(expr: pl.Expr, *, options: NoOptions, ctx: OpContext | None) -> pl.Expr:
+    """Replace a network connection detail by its class (wired, wifi, mobile, other)."""
+    memo = ctx.cache("network_connection") if ctx is not None else None
+    return map_unique(expr, connection_class, return_dtype=pl.String(), cache=memo)
+
+
+def dialog_call_id(value: str) -> str | None:
+    """The SIP Call-ID of a dialog id (``call-id;from-tag=...;to-tag=...``), lower-cased; None
+    for a conference URI (a QoE session's ConferenceURI of a conference).
+
+    >>> dialog_call_id("1234-abc;from-tag=9;to-tag=8")
+    '1234-abc'
+    >>> dialog_call_id("sip:jdoe@contoso.com;gruu;opaque=app:conf:audio-video:id:X") is None
+    True
+    """
+    value = value.strip()
+    if not value or value.lower().startswith(("sip:", "sips:")):
+        return None
+    call_id = value.split(";", 1)[0].strip().lower()
+    return call_id or None
+
+
+@register("pseudonymize_dialog", options=NoOptions, accepts={"string"}, output="string")
+def pseudonymize_dialog(expr: pl.Expr, *, options: NoOptions, ctx: OpContext) -> pl.Expr:
+    """Keyed pseudonym (kind meeting) of a dialog's SIP Call-ID: the link between a CDR session
+    (DialogId) and its quality report (a QoE session's ConferenceURI); null for a conference."""
+    key = ctx.key_for("meeting")
+
+    def one(value: str) -> str | None:
+        call_id = dialog_call_id(value)
+        return None if call_id is None else pseudonym(key, "meeting", f"dialog:{call_id}")
+
+    return map_unique(expr, one, return_dtype=pl.String(), cache=ctx.cache("dialog"))
 
 
 class UrlTemplateOptions(Options):

@@ -169,6 +169,14 @@ def parse_int(expr: pl.Expr) -> pl.Expr:
     return expr.str.strip_chars().cast(pl.Int64, strict=False)
 
 
+def parse_decimal(expr: pl.Expr) -> pl.Expr:
+    """A decimal as SQL Server writes it (``0.0123``; a comma as the decimal mark is accepted);
+    null when it is not a number."""
+    s = expr.str.strip_chars()
+    s = pl.when(s.str.contains(r"^-?\d+,\d+$")).then(s.str.replace(",", ".")).otherwise(s)
+    return s.cast(pl.Float64, strict=False)
+
+
 def parse_guid(expr: pl.Expr) -> pl.Expr:
     """Lower-case a GUID and strip braces; null when it is not a GUID."""
     s = expr.str.strip_chars().str.strip_chars("{}").str.to_lowercase()
@@ -191,6 +199,7 @@ _PARSERS = {
     "ip": parse_ip,
     "bit": parse_bit,
     "int": parse_int,
+    "decimal": parse_decimal,
     "guid": parse_guid,
     "string": lambda e: e,
 }
@@ -222,7 +231,8 @@ def type_frame(
     for col in contract.columns:
         src = present.get(col.name)
         if src is None:
-            dtype = {"datetime": _DT, "bit": pl.Boolean, "int": pl.Int64}.get(col.type, pl.String)
+            dtype = {"datetime": _DT, "bit": pl.Boolean, "int": pl.Int64,
+                     "decimal": pl.Float64}.get(col.type, pl.String)  # fmt: skip
             exprs.append(pl.lit(None, dtype=dtype).alias(col.name))
         elif col.type == "datetime":
             if first[col.name].null_count() != raw[src].null_count():  # not all ISO: slashes?

@@ -82,6 +82,27 @@ class TenantSpec(BaseModel):
         return tuple(d.lower() for d in v)
 
 
+class NetworkSite(BaseModel):
+    """A site of the provider's or a customer's network: its subnets (CIDR), for call quality
+    by site (the QoE reports' endpoint addresses are never kept, only their site)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    subnets: tuple[str, ...] = Field(min_length=1)
+
+    @field_validator("subnets")
+    @classmethod
+    def _networks(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        import ipaddress
+
+        for net in v:
+            try:
+                ipaddress.ip_network(net, strict=False)
+            except ValueError:
+                raise ValueError(f"{net!r} is not a subnet (CIDR, e.g. 10.20.0.0/16)") from None
+        return v
+
+
 class WebSettings(BaseModel):
     """Free text in web logs that may pass (see ``anonymize.web``): the site's own path words,
     the route templates whose placeholders hold identifiers, and the sites a referer may name.
@@ -336,9 +357,20 @@ class Policy:
     datasets: dict[str, DatasetPolicy]
     releases: dict[str, ReleaseSpec] = field(default_factory=dict)
     tenants: dict[str, TenantSpec] = field(default_factory=dict)
+    network_sites: dict[str, NetworkSite] = field(default_factory=dict)
     web: WebSettings = field(default_factory=WebSettings)
     gate: GateSettings = field(default_factory=GateSettings)
     retention: Retention = field(default_factory=Retention)
+
+    @property
+    def site_networks(self) -> tuple[tuple[str, str], ...]:
+        """(subnet, site) pairs of ``network_sites``, the most specific subnet first."""
+        import ipaddress
+
+        pairs = [(net, site) for site, spec in self.network_sites.items() for net in spec.subnets]
+        return tuple(
+            sorted(pairs, key=lambda p: (-ipaddress.ip_network(p[0], strict=False).prefixlen, p))
+        )
 
     @property
     def web_vocabulary(self):
@@ -391,6 +423,7 @@ class _RawPolicy(BaseModel):
     batch_rows: int = Field(default=500_000, ge=1_000)
     datasets: dict[str, _RawDataset]
     tenants: dict[str, TenantSpec] = Field(default_factory=dict)
+    network_sites: dict[str, NetworkSite] = Field(default_factory=dict)
     web: WebSettings = WebSettings()
     gate: GateSettings = GateSettings()
     retention: Retention = Retention()
@@ -695,6 +728,12 @@ def load_policy(path: str | Path | Any) -> Policy:
                 f"releases.{rname}.dp.budget: {rel.dp.budget} is less than one publication "
                 f"costs (epsilon {rel.dp.epsilon} x {len(rel.statistics)} statistic(s))"
             )
+    for sname in raw.network_sites:
+        if not re.fullmatch(r"[a-z0-9][a-z0-9_\-]{0,40}", sname) or sname in ("outside", "unknown"):
+            problems.append(
+                f"network_sites.{sname}: a site's name is lower-case letters, digits, - _ "
+                "(and neither outside nor unknown)"
+            )
     for tname in raw.tenants:
         if not re.fullmatch(r"[a-z0-9][a-z0-9_\-]{0,40}", tname):
             problems.append(f"tenants.{tname}: a tenant id is lower-case letters, digits, - _")
@@ -742,6 +781,7 @@ def load_policy(path: str | Path | Any) -> Policy:
         datasets=datasets,
         releases=dict(raw.releases),
         tenants=dict(raw.tenants),
+        network_sites=dict(raw.network_sites),
         web=raw.web,
         gate=raw.gate,
         retention=raw.retention,

@@ -527,11 +527,13 @@ def partition_digests(restricted: Path, earlier: list[Path] = ()) -> dict[tuple[
 
 
 def period_files(
-    restricted: Path, earlier: Path | None, rebuilt: set[str], period: str
+    restricted: Path, earlier: Path | None, rebuilt: set[str], period: str, by_region: bool = False
 ) -> list[Path]:
-    """The published restricted files a DP release reads besides the staged ones: those of the
-    other partitions of every accounting period the run touches (a person's bound is over the
-    whole period), but not of partitions the run rebuilt (their staged rows replace them)."""
+    """The published restricted files a release reads besides the staged ones: those of the
+    other partitions of every period the run touches, but not of partitions the run rebuilt
+    (their staged rows replace them). For DP, of every region (a person's bound is over the
+    whole accounting period); for cells of a week or a month (``by_region``), of the regions
+    the run touches only (a cell is of one region)."""
     if earlier is None or not earlier.is_dir():
         return []
     staged = {
@@ -539,12 +541,17 @@ def period_files(
         for d in Path(restricted).glob("*/date=*")
         for r in d.glob("region=*")
     }
-    periods = {period_of(k.partition("/")[0], period) for k in staged}
+
+    def touched(key: str) -> tuple[str, str]:
+        day, _, region = key.partition("/")
+        return period_of(day, period), region if by_region else ""
+
+    periods = {touched(k) for k in staged}
     out = []
     for f in sorted(earlier.glob("*/date=*/region=*/*.parquet")):
         day = f.parent.parent.name.removeprefix("date=")
         key = f"{day}/{f.parent.name.removeprefix('region=')}"
-        if key not in rebuilt and key not in staged and period_of(day, period) in periods:
+        if key not in rebuilt and key not in staged and touched(key) in periods:
             out.append(f)
     return out
 
@@ -691,12 +698,15 @@ def stage_release(
     rkeys = keyring.for_release(release.recipient)
     # The other partitions of every period the run touches: a person is bounded over the DP
     # accounting period, and counted once in a cell of a week or a month.
-    periods = {release.dp.period} if release.dp.enabled else set()
-    periods |= {release.granularity} & set(PERIODS)
+    periods = {(release.dp.period, False)} if release.dp.enabled else set()
+    if release.granularity in PERIODS:
+        periods.add((release.granularity, True))
     extra: list[Path] = []
     if release.statistics:
         done = rebuilt or set()
-        extra = sorted({f for p in periods for f in period_files(restricted, earlier, done, p)})
+        extra = sorted(
+            {f for p, by in periods for f in period_files(restricted, earlier, done, p, by)}
+        )
 
     scan = restricted_scanner(restricted, extra, exclude, policy)
     cutoff = settled_before(release, today)

@@ -105,6 +105,7 @@ def make_context(policy: Policy, keyring: KeyRing, scope: str = "restricted") ->
         scope=scope,
         web=policy.web_vocabulary,
         accounts={t: spec.domains for t, spec in policy.tenants.items()},
+        sites=policy.site_networks,
     )
 
 

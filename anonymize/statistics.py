@@ -485,6 +485,77 @@ def _registrations(scan: Callable[[str], pl.LazyFrame], hourly: bool):
     return _one_person(base, "who")
 
 
+# --- call quality (the data the Call Quality Dashboard is built on) ---------------------------
+
+# A stream is poor when one of these holds (CQD's audio stream classification).
+POOR_STREAM = {
+    "degradation_avg": 1.0,  # network MOS degradation, above
+    "round_trip_ms": 500,  # ms, above
+    "packet_loss_rate": 0.1,  # above
+    "jitter_ms": 30,  # ms, above
+    "concealed_ratio": 0.07,  # ratio of concealed samples, above
+}
+
+
+def poor_stream() -> pl.Expr:
+    """Whether an audio stream is poor (``POOR_STREAM``); a stream with none of the metrics
+    reported is not."""
+    return pl.any_horizontal(pl.col(c) > limit for c, limit in POOR_STREAM.items()).fill_null(False)
+
+
+def _streams(scan: Callable[[str], pl.LazyFrame], hourly: bool):
+    """Audio streams with their media line and session, from the receiving side: the person,
+    client, site and network of the endpoint that heard the stream."""
+    time = _time(hourly)
+    sessions = _time_dims(scan("qoe_sessions"), "session_hour", hourly).select(
+        *time, "session_key", "caller", "callee", "caller_client", "callee_client"
+    )
+    lines = scan("qoe_media_lines").select(
+        "session_key", "media_line",
+        *[f"{side}_{c}" for side in ("caller", "callee")
+          for c in ("site", "connection", "vpn", "inside")],
+    )  # fmt: skip
+    streams = scan("qoe_audio_streams").select(
+        "session_key", "media_line", "sender_is_caller", poor_stream().alias("poor")
+    )
+    both = streams.join(lines, on=["session_key", "media_line"], how="inner").join(
+        sessions, on="session_key", how="inner"
+    )
+    to_caller = ~pl.col("sender_is_caller").fill_null(True)
+
+    def receiver(c: str) -> pl.Expr:
+        return pl.when(to_caller).then(pl.col(f"caller_{c}")).otherwise(pl.col(f"callee_{c}"))
+
+    network = (
+        pl.when(receiver("vpn").fill_null(False))
+        .then(pl.lit("vpn"))
+        .when(~receiver("inside").fill_null(True))
+        .then(pl.lit("outside"))
+        .otherwise(receiver("connection").fill_null("unknown"))
+    )
+    base = both.select(
+        *time,
+        pl.when(to_caller).then(pl.col("caller")).otherwise(pl.col("callee")).alias("who"),
+        pl.when(to_caller).then(pl.col("caller_client")).otherwise(pl.col("callee_client"))
+        .fill_null("unknown").alias("client"),
+        network.alias("network"),
+        receiver("site").fill_null("unknown").alias("site"),
+        pl.lit(1, dtype=pl.Int64).alias("streams"),
+        pl.col("poor").cast(pl.Int64).alias("poor_streams"),
+    )  # fmt: skip
+    return base
+
+
+def _call_quality(scan: Callable[[str], pl.LazyFrame], hourly: bool):
+    """Audio streams and the poor ones, per client category and network class of the receiver."""
+    return _one_person(_streams(scan, hourly).drop("site"), "who")
+
+
+def _call_quality_sites(scan: Callable[[str], pl.LazyFrame], hourly: bool):
+    """Audio streams and the poor ones, per network site of the receiver."""
+    return _one_person(_streams(scan, hourly).drop("client", "network"), "who")
+
+
 STATISTICS: dict[str, Statistic] = {
     s.name: s
     for s in (
@@ -540,6 +611,17 @@ STATISTICS: dict[str, Statistic] = {
             ("kind", "category", "response_class", "diagnostic_range"), ("attempts",), _failures,
             "sessions and registrations by outcome (success, expected or unexpected failure), "
             "SIP response class and diagnostic id block",
+        ),
+        Statistic(
+            "call_quality", ("qoe_sessions", "qoe_media_lines", "qoe_audio_streams"),
+            ("client", "network"), ("streams", "poor_streams"), _call_quality,
+            "audio streams and poor streams (CQD's classification) per client category and "
+            "network class of the receiving endpoint",
+        ),
+        Statistic(
+            "call_quality_sites", ("qoe_sessions", "qoe_media_lines", "qoe_audio_streams"),
+            ("site",), ("streams", "poor_streams"), _call_quality_sites,
+            "audio streams and poor streams per network site of the receiving endpoint",
         ),
         Statistic(
             "registrations", ("lync_registrations",), ("client", "client_version"),

@@ -382,7 +382,8 @@ def generate_all(
     out: Path, *, seed: int, rows: int, days: int = 2, people: int = 600,
     start: date = date(2026, 11, 23), truth: bool = False,
 ) -> World:  # fmt: skip
-    """Every source kind for one world: Lync exports, web and IIS logs, Connect reports.
+    """Every source kind for one world: Lync exports and their QoE reports, web and IIS logs,
+    Connect reports.
 
     ``rows`` sessions; about ``rows // 2`` web requests and ``rows // 40`` Connect meetings.
     """
@@ -395,6 +396,7 @@ def generate_all(
     generate_weblogs(out, world, seed=seed, requests=max(rows // 2, 12), days=days, start=start,
                      truth=truth)  # fmt: skip
     generate_connect(out, world, seed=seed, meetings=max(rows // 40, 6), days=days, start=start)
+    generate_qoe(out, seed=seed)
     return world
 
 
@@ -639,3 +641,137 @@ def _legacy_2010(
     _ssms_csv(users, folder / "Users.csv", ["UserId", "UserUri"])
     phone_rows = [{"PhoneId": pid, "PhoneUri": f"tel:{num}"} for num, pid in phones.items()]
     _ssms_csv(phone_rows, folder / "Phones.csv", ["PhoneId", "PhoneUri"])
+
+
+# --- QoE (QoEMetrics) exports of the Lync sessions ------------------------------------------
+
+# Where each region's endpoints sit (the default policy's network_sites), and the VPN pool.
+QOE_SUBNETS = {"AMER": "10.10", "EMEA": "10.20", "APAC": "10.30"}
+QOE_CONNECTIONS = (("wired", 0.55), ("Wifi", 0.35), ("MobileBB", 0.10))
+# The chance that a stream is poor, by the receiving endpoint's connection (outside adds 0.1).
+QOE_POOR = {"wired": 0.04, "Wifi": 0.2, "MobileBB": 0.3}
+
+
+def _qoe_endpoint(rng: np.random.Generator, region: str) -> dict:
+    """An endpoint of a QoE media line: address, connection, VPN and inside flags."""
+    r = rng.random()
+    names, weights = zip(*QOE_CONNECTIONS, strict=True)
+    connection = str(rng.choice(names, p=weights))
+    if r < 0.15:  # outside the network: a public (documentation) address
+        ip, inside, vpn = f"203.0.113.{rng.integers(1, 255)}", False, False
+    elif r < 0.20:
+        ip, inside, vpn = f"10.99.{rng.integers(0, 255)}.{rng.integers(1, 255)}", True, True
+    else:
+        net = QOE_SUBNETS[region]
+        ip, inside, vpn = f"{net}.{rng.integers(0, 255)}.{rng.integers(1, 255)}", True, False
+    mac = "-".join(f"{b:02X}" for b in rng.bytes(6))
+    return {"ip": ip, "inside": inside, "vpn": vpn, "connection": connection, "mac": mac}
+
+
+def _qoe_stream(rng: np.random.Generator, poor: bool) -> dict:
+    if poor:  # one of the metrics CQD classifies a stream poor by
+        which = int(rng.integers(4))
+        return {
+            "JitterInterArrival": int(rng.integers(35, 90))
+            if which == 0
+            else int(rng.integers(2, 15)),
+            "PacketLossRate": round(float(rng.uniform(0.11, 0.3)), 4) if which == 1 else 0.004,
+            "RoundTrip": int(rng.integers(520, 900)) if which == 2 else int(rng.integers(30, 140)),
+            "DegradationAvg": round(float(rng.uniform(1.1, 2.5)), 2) if which == 3 else 0.6,
+        }
+    return {
+        "JitterInterArrival": int(rng.integers(2, 15)),
+        "PacketLossRate": round(float(rng.uniform(0, 0.02)), 4),
+        "RoundTrip": int(rng.integers(20, 140)),
+        "DegradationAvg": round(float(rng.uniform(0.05, 0.45)), 2),
+    }
+
+
+def generate_qoe(landing: Path, *, seed: int) -> int:
+    """The QoE reports of the audio/video sessions of a landing zone's SessionDetailsView
+    exports: ``lync/<day>/<REGION>/`` gets QoESessionView.csv, QoEMediaLineView.csv and
+    QoEAudioStream.csv. Each report's ConferenceURI is its session's DialogId, its URIs and user
+    agents the session's; endpoints sit in their region's site subnet, on a VPN or outside, and
+    streams are poor more often on Wi-Fi, mobile and outside. Returns the sessions reported."""
+    rng = np.random.default_rng(seed + 29)
+    region_of = {pool: region for region, setup in REGION_SETUP.items() for pool in setup[3]}
+    reported = 0
+    for export in sorted(Path(landing).glob("lync/*/SessionDetailsView.csv")):
+        cdr = pl.read_csv(export, null_values="NULL", infer_schema=False)
+        av = cdr.filter(
+            (pl.col("MediaTypes").cast(pl.Int64, strict=False).fill_null(0) & 48 != 0)
+            & (pl.col("ResponseCode") == "200")
+        )
+        by_region: dict[str, tuple[list, list, list]] = {}
+        for seq, row in enumerate(av.iter_rows(named=True), start=1):
+            region = region_of.get(row["Pool"])
+            if region is None:
+                continue
+            sessions, lines, streams = by_region.setdefault(region, ([], [], []))
+            t = datetime.strptime(row["SessionIdTime"], "%Y-%m-%d %H:%M:%S.%f")
+            local = row["FromUri"].split("@")[0].split(":")[-1].replace(".", "").upper()
+            sessions.append({
+                "ConferenceDateTime": t, "SessionSeq": seq, "ConferenceURI": row["DialogId"],
+                "Correlation": row.get("CorrelationId"), "DialogCategory": False,
+                "MediationServerBypassFlag": False, "MediaBypassWarningFlag": 0,
+                "StartTime": datetime.strptime(row["ResponseTime"], "%Y-%m-%d %H:%M:%S.%f"),
+                "EndTime": (datetime.strptime(row["EndTime"], "%Y-%m-%d %H:%M:%S.%f")
+                            if row["EndTime"] else None),
+                "CallerPool": row["Pool"], "CalleePool": row["Pool"],
+                "CallerPAI": row["FromUri"], "CalleePAI": row["ToUri"],
+                "CallerEndpoint": f"{local[:12]}-PC", "CalleeEndpoint": None,
+                "CallerUserAgent": row["FromClientVersion"], "CallerUserAgentType": 4,
+                "CallerUserAgentCategory": "OC", "CalleeUserAgent": row["ToClientVersion"],
+                "CalleeUserAgentType": 4, "CalleeUserAgentCategory": "OC",
+                "CallerURI": row["FromUri"], "CalleeURI": row["ToUri"], "CallPrioirty": 0,
+            })  # fmt: skip
+            video = int(row["MediaTypes"]) & 32 != 0
+            for label in (0, 1) if video else (0,):
+                ends = [_qoe_endpoint(rng, region), _qoe_endpoint(rng, region)]
+                poor_flags = []
+                if label == 0:
+                    for stream_id, sender_is_caller in ((1, True), (2, False)):
+                        receiver = ends[1] if sender_is_caller else ends[0]
+                        chance = QOE_POOR[receiver["connection"]] + (0.1 * (not receiver["inside"]))
+                        poor = bool(rng.random() < chance)
+                        poor_flags.append(poor)
+                        streams.append({
+                            "ConferenceDateTime": t, "SessionSeq": seq, "MediaLineLabel": 0,
+                            "StreamID": stream_id, **_qoe_stream(rng, poor),
+                            "RoundTripMax": None, "OverallAvgNetworkMOS": 3.9 - 1.2 * poor,
+                            "OverallMinNetworkMOS": 3.2 - 1.2 * poor,
+                            "AudioPayloadDescription": 114, "SenderIsCallerPAI": sender_is_caller,
+                        })  # fmt: skip
+                mos = round(3.8 - 1.1 * any(poor_flags), 2) if label == 0 else None
+                lines.append({
+                    "ConferenceDateTime": t, "SessionSeq": seq, "MediaLineLabel": label,
+                    "Security": 1, "Transport": 0,
+                    "CallerIPAddr": ends[0]["ip"], "CallerPort": int(rng.integers(50000, 50100)),
+                    "CallerInside": ends[0]["inside"], "CallerMacAddress": ends[0]["mac"],
+                    "CallerNetworkConnectionDetail": ends[0]["connection"],
+                    "CallerBssid": ("00-1A-2B-" + ends[0]["mac"][9:]
+                                    if ends[0]["connection"] == "Wifi" else None),
+                    "CallerVPN": ends[0]["vpn"],
+                    "CallerCaptureDev": "Microphone (Realtek High Definition Audio)",
+                    "CalleeIPAddr": ends[1]["ip"], "CalleePort": int(rng.integers(50000, 50100)),
+                    "CalleeInside": ends[1]["inside"], "CalleeMacAddress": ends[1]["mac"],
+                    "CalleeNetworkConnectionDetail": ends[1]["connection"],
+                    "CalleeBssid": None, "CalleeVPN": ends[1]["vpn"],
+                    "CalleeCaptureDev": "Headset Microphone (Jabra EVOLVE 40)",
+                    "ConversationalMOS": mos,
+                    "Caller": True, "Callee": True, "MidCallReport": False,
+                    "ClassifiedPoorCall": any(poor_flags) if label == 0 else None,
+                })  # fmt: skip
+            reported += 1
+        day = export.parent
+        for region, (sessions, lines, streams) in sorted(by_region.items()):
+            folder = day / region
+            for rows, name, contract in (
+                (sessions, "QoESessionView.csv", "qoe_session_view"),
+                (lines, "QoEMediaLineView.csv", "qoe_media_line_view"),
+                (streams, "QoEAudioStream.csv", "qoe_audio_stream"),
+            ):
+                columns = [c for c in _contract_columns(contract) if any(c in r for r in rows)]
+                full = [{c: r.get(c) for c in columns} for r in rows]
+                _ssms_csv(full, folder / name, columns)
+    return reported

@@ -29,8 +29,12 @@ from anonymize.policy import Policy
 
 Scan = Callable[[str], pl.LazyFrame]
 
-# The one dataset with no person of its own, and the dataset and column that say whose it is.
-_BY_MEETING = {"connect_meeting_sessions": ("connect_attendance", "meeting_session")}
+# Datasets with no person of their own, and the dataset and column that say whose a row is.
+_BY_MEETING = {
+    "connect_meeting_sessions": ("connect_attendance", "meeting_session"),
+    "qoe_media_lines": ("qoe_sessions", "session_key"),
+    "qoe_audio_streams": ("qoe_sessions", "session_key"),
+}
 
 
 def _phone_columns(policy: Policy, dataset: str) -> set[str]:

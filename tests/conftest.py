@@ -70,3 +70,18 @@ def prefect_harness() -> Iterator[None]:
 
     with prefect_test_harness(server_startup_timeout=120):
         yield
+
+
+@pytest.fixture(scope="session")
+def published_sample(tmp_path_factory, policy, dev_keyring) -> Path:
+    """The published version (``<out>/current``) of one run over the sample with the default
+    policy, shared by the tests that only read it (copy before changing anything)."""
+    from anonymize.run import run_local
+
+    root = tmp_path_factory.mktemp("published-sample")
+    shutil.copytree(SAMPLE, root / "landing")
+    report: dict = {}
+    run_local(root / "landing", root / "out", policy=policy, keyring=dev_keyring, run_id="r1",
+              report=report)  # fmt: skip
+    assert report["status"] == "published"
+    return root / "out" / "current"

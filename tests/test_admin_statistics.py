@@ -27,16 +27,13 @@ from tests.conftest import SAMPLE
 from tests.test_releases import _scan
 
 ADMIN = ("active_users", "call_minutes", "pstn_minutes", "im_sessions", "failures",
-         "registrations")  # fmt: skip
+         "registrations", "call_quality", "call_quality_sites")  # fmt: skip
 TRUNC = {"day": "day", "week": "week", "month": "month"}
 
 
-@pytest.fixture(scope="module")
-def sample_out(tmp_path_factory, policy, dev_keyring) -> Path:
-    root = tmp_path_factory.mktemp("admin")
-    shutil.copytree(SAMPLE, root / "landing")
-    run_local(root / "landing", root / "out", policy=policy, keyring=dev_keyring, run_id="r1")
-    return root / "out" / "current"
+@pytest.fixture
+def sample_out(published_sample) -> Path:
+    return published_sample
 
 
 def _exact(granularity: str, k: int = 2) -> ReleaseSpec:
@@ -124,6 +121,26 @@ ROWS = {
           coalesce(client_version, 'unknown') AS client_version, "user" AS who
         FROM lync_registrations"""),
 }  # fmt: skip
+
+RECEIVED = """
+    SELECT s.date, s.region, CASE WHEN sic THEN callee ELSE caller END AS who,
+      coalesce(CASE WHEN sic THEN callee_client ELSE caller_client END, 'unknown') AS client,
+      CASE WHEN coalesce(CASE WHEN sic THEN callee_vpn ELSE caller_vpn END, false) THEN 'vpn'
+           WHEN NOT coalesce(CASE WHEN sic THEN callee_inside ELSE caller_inside END, true)
+             THEN 'outside'
+           ELSE coalesce(CASE WHEN sic THEN callee_connection ELSE caller_connection END,
+                         'unknown') END AS network,
+      coalesce(CASE WHEN sic THEN callee_site ELSE caller_site END, 'unknown') AS site,
+      CAST(poor AS INTEGER) AS poor
+    FROM (SELECT session_key, media_line, coalesce(sender_is_caller, true) AS sic,
+            coalesce(degradation_avg > 1.0 OR round_trip_ms > 500 OR packet_loss_rate > 0.1
+                     OR jitter_ms > 30 OR concealed_ratio > 0.07, false) AS poor
+          FROM qoe_audio_streams) a
+    JOIN qoe_media_lines m USING (session_key, media_line)
+    JOIN qoe_sessions s USING (session_key)"""
+ROWS["call_quality"] = ("client, network", "count(*) AS streams, sum(poor) AS poor_streams",
+                        RECEIVED)  # fmt: skip
+ROWS["call_quality_sites"] = ("site", "count(*) AS streams, sum(poor) AS poor_streams", RECEIVED)
 
 
 def _oracle(restricted: Path, stat: str, granularity: str, k: int = 2) -> pl.DataFrame:
@@ -324,7 +341,7 @@ def test_client_versions_keep_a_known_products_major_and_minor_only(agent, versi
     assert client_version_of(agent) == version
 
 
-def test_every_readme_question_on_the_new_statistics_runs(sample_out, monkeypatch):
+def test_every_readme_question_on_the_new_statistics_runs(sample_out, monkeypatch, tmp_path):
     """The README's DuckDB block (one question per statistic, and an account holder's) runs as
     written on what a run over the sample publishes, and every query answers."""
     import re
@@ -332,9 +349,11 @@ def test_every_readme_question_on_the_new_statistics_runs(sample_out, monkeypatc
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
     block = re.search(r"<!-- admin-queries -->\n```python\n(.*?)```", readme, re.S).group(1)
     queries = re.findall(r'q\("""(.*?)"""\)', block, re.S)
-    assert len(queries) == 10
-    (sample_out.parent / "out").symlink_to(sample_out, target_is_directory=True)
-    monkeypatch.chdir(sample_out.parent)
+    assert len(queries) == 12
+    here = tmp_path / "reader"
+    here.mkdir()
+    (here / "out").symlink_to(sample_out, target_is_directory=True)
+    monkeypatch.chdir(here)
     for query in queries:
         assert duckdb.sql(query).fetchall(), query
     exec(compile(block, "README.md", "exec"), {})  # the block itself, as a reader runs it

@@ -32,7 +32,7 @@ def test_run_with_an_unknown_release_writes_nothing(sample_landing, tmp_path):
     args = ["run", "--landing", str(sample_landing), "--out", str(out), "--dev-key"]
     result = runner.invoke(app, [*args, "--release", "nobody"])
     assert result.exit_code == EXIT_REFUSED_TO_START
-    assert "no release 'nobody' (it has: partner)" in result.output
+    assert "no release 'nobody' (it has: partner, partner_monthly, partner_weekly" in result.output
     assert not out.exists()
 
 

@@ -63,8 +63,18 @@ def run(landing: Path, out: Path, policy, keyring, run_id: str, **kw):
     return results, published, report
 
 
+# Releases of weeks or months: their partitions are dated by the period's first day.
+PERIOD_RELEASES = ("shareable/partner_weekly/", "shareable/partner_monthly/")
+
+
 def keys_of(published: list[str]) -> set[str]:
-    return {partition_key(p) for p in published}
+    """The ``date/region`` keys of the published partitions, but those of weekly and monthly
+    releases (see ``period_keys_of``)."""
+    return {partition_key(p) for p in published if not p.startswith(PERIOD_RELEASES)}
+
+
+def period_keys_of(published: list[str]) -> set[str]:
+    return {partition_key(p) for p in published if p.startswith(PERIOD_RELEASES)}
 
 
 def test_a_second_run_over_the_same_files_reads_and_changes_nothing(
@@ -100,6 +110,8 @@ def test_a_late_file_republishes_only_its_day_and_region(tmp_path, policy, dev_k
     results, published, report = run(landing, out, policy, dev_keyring, "r2")
     assert report["affected"] == ["2026-11-23/EMEA"]
     assert keys_of(published) == {"2026-11-23/EMEA"}
+    # Its week (from Monday the 23rd) and month, in its region only.
+    assert period_keys_of(published) == {"2026-11-23/EMEA", "2026-11-01/EMEA"}
     assert any(p.startswith("restricted/web_requests/") for p in published)
     # The late file and the earlier files of its day were read; nothing of the other day.
     read = {r.path for r in results}
@@ -235,7 +247,8 @@ def test_new_files_of_other_sources_wait_for_a_run_that_takes_them(tmp_path, pol
     landing, out = landing_from_sample(tmp_path), tmp_path / "out"
     _, published, _ = run(landing, out, policy, dev_keyring, "r1", sources=frozenset({"weblogs"}))
     assert published
-    assert all(p.split("/")[1] in ("web_requests", "partner") for p in published)
+    releases = ("partner", "partner_weekly", "partner_monthly", "tenant")
+    assert all(p.split("/")[1] in ("web_requests", *releases) for p in published)
     _, published, _ = run(landing, out, policy, dev_keyring, "r2")
     assert any(p.startswith("restricted/lync_sessions/") for p in published)
     assert_same_as_clean_run(out, landing, tmp_path, policy, dev_keyring)

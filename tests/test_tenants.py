@@ -21,22 +21,15 @@ from anonymize.gate import scan
 from anonymize.keys import KeyRing
 from anonymize.policy import DEFAULT_POLICY, load_policy
 from anonymize.releases import restricted_scanner, stage_release
-from anonymize.run import run_local
 from anonymize.tenants import tenant_people, tenant_view
 from tests.conftest import SAMPLE
 
 TENANTS = ("contoso", "fabrikam", "litwareinc", "tailspintoys", "wingtiptoys")
 
 
-@pytest.fixture(scope="module")
-def sample_out(tmp_path_factory, policy, dev_keyring) -> Path:
-    root = tmp_path_factory.mktemp("tenants")
-    shutil.copytree(SAMPLE, root / "landing")
-    report: dict = {}
-    run_local(root / "landing", root / "out", policy=policy, keyring=dev_keyring, run_id="r1",
-              report=report)  # fmt: skip
-    assert report["status"] == "published"
-    return root / "out" / "current"
+@pytest.fixture
+def sample_out(published_sample) -> Path:
+    return published_sample
 
 
 def _folder(out: Path, tenant: str) -> Path:
