@@ -76,6 +76,10 @@ _IPV6 = re.compile(
     r"(?i)(?<![0-9a-f:])(?:[0-9a-f]{0,4}:){2,7}[0-9a-f]{0,4}(?![0-9a-f:])(?:/\d{1,3})?"
 )
 _PHONE_RUN = re.compile(r"\+?\(?\d[\d \-().\/]{5,24}\d")
+# A calendar date as outputs write it (2026-11-30, 2026-11-30T09:00): no phone number is written
+# so (an 8-digit number grouped 4-2-2), and a run of it must not match one (a Hong Kong number
+# 2026 1130 is the date's digits).
+_ISO_DATE = re.compile(r"(?<!\d)(?:19|20)\d{2}-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12]\d|3[01])(?!\d)")
 _CONF_ID = re.compile(r"(?:^|[:;=])id:([A-Za-z0-9]{4,})", re.IGNORECASE)
 _OUTPUT_WORDS = frozenset(
     # placeholders and the categories closed operators write: never canaries
@@ -348,7 +352,7 @@ def output_forms(value: str, free_text: bool = False) -> set[str]:
                 ip = _canonical_ip(m.split("/", 1)[0])
                 if ip:
                     out.add("ip:" + ip)
-        for run in _PHONE_RUN.findall(_IPV4.sub(" ", value)):
+        for run in _PHONE_RUN.findall(_ISO_DATE.sub(" ", _IPV4.sub(" ", value))):
             digits = re.sub(r"\D", "", run)
             if 7 <= len(digits) <= 15:
                 out.add("tel:" + digits)
@@ -373,7 +377,7 @@ def output_forms(value: str, free_text: bool = False) -> set[str]:
                 ip = _canonical_ip(m.split("/", 1)[0])
                 if ip:
                     out.add("ip:" + ip)
-        masked = _IPV6.sub(" ", _IPV4.sub(" ", text))
+        masked = _ISO_DATE.sub(" ", _IPV6.sub(" ", _IPV4.sub(" ", text)))
         for run in _PHONE_RUN.findall(masked):
             digits = re.sub(r"\D", "", run)
             if 7 <= len(digits) <= 15:

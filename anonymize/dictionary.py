@@ -70,7 +70,7 @@ def statistics_dictionary() -> dict:
         "shared": docs(raw["shared"]),
         "totals": docs(raw["totals"]),
         "statistics": {s: docs(cols) for s, cols in raw["statistics"].items()},
-        "user_activity": docs(raw["user_activity"]),
+        "tenant_tables": {t: docs(cols) for t, cols in raw["tenant_tables"].items()},
     }
 
 
@@ -246,16 +246,19 @@ def statistic_entries(stat: str, release: ReleaseSpec | None, totals: bool = Fal
     return out
 
 
-def user_activity_entries() -> list[Entry]:
-    """The dictionary of a tenant release's ``user_activity`` (one row per user and day)."""
+def tenant_table_entries(table: str) -> list[Entry]:
+    """The dictionary of a tenant release's table (``user_activity``: one row per user and
+    day; ``connect_rooms``: one row per Connect room and day)."""
     out = []
-    for c, doc in statistics_dictionary()["user_activity"].items():
+    for c, doc in statistics_dictionary()["tenant_tables"][table].items():
         treatment = (
             "the tenant's own user, under the pseudonym keyed for that tenant"
             if c == "user"
+            else "the room (sco-id), under a pseudonym keyed for that tenant"
+            if c == "room"
             else "generalised: the hour, UTC"
             if doc.type == "datetime"
-            else "exact, of the tenant's own user (an account holder's report)"
+            else "exact, of the tenant's own users (an account holder's report)"
         )
         out.append(Entry(c, doc.type, doc.unit, doc.description, treatment))
     return out

@@ -56,7 +56,7 @@ from anonymize.dictionary import (
     arrow_schema,
     event_entries,
     statistic_entries,
-    user_activity_entries,
+    tenant_table_entries,
 )
 from anonymize.identifiers import pseudonym
 from anonymize.keys import KeyRing
@@ -73,7 +73,14 @@ from anonymize.perturbation import (
 )
 from anonymize.policy import DominanceRule, Policy, ReleaseSpec
 from anonymize.statistics import OWNER, PERSON, STATISTICS, Statistic
-from anonymize.tenants import USER_ACTIVITY, tenant_people, tenant_view, user_activity
+from anonymize.tenants import (
+    CONNECT_ROOMS,
+    USER_ACTIVITY,
+    connect_rooms,
+    tenant_people,
+    tenant_view,
+    user_activity,
+)
 
 
 @dataclass
@@ -844,15 +851,20 @@ def _stage_tenants(
             for k, v in stats[stat_name].items():
                 total[k] = total.get(k, 0) + v if isinstance(v, int) else v
         activity = user_activity(view).collect()
-        _write_partitioned(
-            activity, root / USER_ACTIVITY, {**tmeta, "cdranon.dataset": USER_ACTIVITY},
-            *days, user_activity_entries(),
-        )  # fmt: skip
+        rooms = connect_rooms(view).collect()
+        account = keyring.for_account(tenant)
+        rooms = rooms.with_columns(_rekey(rooms["room"], account.derive("rooms")))
+        for table, frame in ((USER_ACTIVITY, activity), (CONNECT_ROOMS, rooms)):
+            _write_partitioned(
+                frame, root / table, {**tmeta, "cdranon.dataset": table}, *days,
+                tenant_table_entries(table),
+            )  # fmt: skip
         tenants[tenant] = {
             "key_id": key_id,
             "hand_key": policy.tenants[tenant].hand_key,
             "people": people.height,
             "user_activity_rows": activity.height,
+            "connect_rooms_rows": rooms.height,
             "statistics": stats,
         }
     return {"tenants": tenants, "statistics": summed}

@@ -193,4 +193,34 @@ def user_activity(view: Scan) -> pl.LazyFrame:
     )
 
 
+def connect_rooms(view: Scan) -> pl.LazyFrame:
+    """One row per Connect room (its sco-id, as the provider's pseudonym: re-keyed for the
+    tenant when written), day and region: the meeting sessions its users were in, their
+    minutes, and the users' attendances (Connect's usage by room; the reports carry no cost
+    centre)."""
+    time = ["date", "region"]
+    attendance = view("connect_attendance").filter(pl.col("user").is_not_null())
+    sessions = (
+        view("connect_meeting_sessions")
+        .group_by(*time, pl.col("meeting").alias("room"))
+        .agg(pl.col("meeting_session").n_unique().alias("sessions"),
+             (_minutes().sum() * 10).round().truediv(10).alias("minutes"))
+    )  # fmt: skip
+    people = attendance.group_by(*time, pl.col("meeting").alias("room")).agg(
+        pl.len().cast(pl.Int64).alias("attendances"),
+        ((_minutes().sum() * 10).round() / 10).alias("attendance_minutes"),
+        pl.col("user").n_unique().cast(pl.Int64).alias("people"),
+    )
+    return (
+        people.join(sessions, on=[*time, "room"], how="left")
+        .with_columns(
+            pl.col("sessions").fill_null(0).cast(pl.Int64), pl.col("minutes").fill_null(0.0)
+        )
+        .select(*time, "room", "sessions", "minutes", "attendances", "attendance_minutes", "people")
+        .filter(pl.col("room").is_not_null())
+        .sort(*time, "room")
+    )
+
+
 USER_ACTIVITY = "user_activity"
+CONNECT_ROOMS = "connect_rooms"

@@ -14,7 +14,7 @@ import yaml
 from typer.testing import CliRunner
 
 from anonymize.cli import app
-from anonymize.gate import canaries_from_landing, luhn_ok, scan, scan_values
+from anonymize.gate import canaries_from_landing, classify, luhn_ok, scan, scan_values
 from anonymize.policy import DEFAULT_POLICY, load_policy
 from anonymize.releases import pseudonym_columns
 from anonymize.report import render_html
@@ -305,3 +305,20 @@ def test_canaries_collected_batch_by_batch_are_those_of_the_whole_file():
     assert whole.height > 100
     assert sum(b.height for b in batches) == whole.height  # no form hashed twice
     assert pl.concat(batches).sort("h", "kind").equals(whole)
+
+
+def test_a_date_is_no_phone_number_but_the_number_written_as_people_do_is():
+    """A datasheet's coverage ("last_day": "2026-11-30") has the digits of a Hong Kong number
+    (2026 1130): a date is not how a phone number is written, so it is no finding; the number
+    written with a space, a dash or in E.164 still is."""
+    from anonymize.canaries import Canaries, collect
+    from anonymize.web import DEFAULT_WEB
+
+    canaries = Canaries(b"k" * 32)
+    phones = pl.DataFrame({"FromPhone": ["+852 2026 1130"]})
+    canaries.table = collect(phones, {"FromPhone": "phone"}, canaries, DEFAULT_WEB)
+    lines = ['"last_day": "2026-11-30",', "| period covered | 2026-11-23 to 2026-11-30 |",
+             "2026-11-30T09:00:00"]  # fmt: skip
+    assert classify(lines, canaries) == [[], [], []]
+    for written in ("call 2026 1130", "2026-1130", "+85220261130", "(852) 2026-1130"):
+        assert classify([written], canaries)[0][:1] == ["canary:tel"], written

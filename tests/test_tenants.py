@@ -21,6 +21,7 @@ from anonymize.gate import scan
 from anonymize.keys import KeyRing
 from anonymize.policy import DEFAULT_POLICY, load_policy
 from anonymize.releases import restricted_scanner, stage_release
+from anonymize.run import run_local
 from anonymize.tenants import tenant_people, tenant_view
 from tests.conftest import SAMPLE
 
@@ -47,7 +48,9 @@ def _tables(folder: Path) -> dict[str, pl.DataFrame]:
 def test_every_tenant_has_its_folder_with_its_users_and_statistics(sample_out, policy):
     for tenant in TENANTS:
         tables = _tables(_folder(sample_out, tenant))
-        assert {"user_activity", *policy.releases["tenant"].statistics} <= tables.keys()
+        assert {"user_activity", "connect_rooms", *policy.releases["tenant"].statistics} <= set(
+            tables
+        )
         users = tables["user_activity"]
         assert users.height > 0
         assert users["user"].str.contains(r"^[a-z]{1,2}-[a-p]{32}$").all()
@@ -235,3 +238,71 @@ def test_tenant_policy_problems(tmp_path):
     path.write_text(yaml.safe_dump(doc))
     with pytest.raises(PolicyError, match="a tenant release needs tenants"):
         load_policy(path)
+
+
+# The exports a tenant's rows can be cut from by their addresses (the others name people by
+# integer keys, or not at all): the view exports of the CDR and the QoE reports.
+_BY_ADDRESS = {
+    "SessionDetailsView.csv": ("FromUri", "ToUri"),
+    "ConferenceSessionDetailsView.csv": ("UserUri",),
+    "ConferencesView.csv": ("OrganizerUri",),
+    "RegistrationView.csv": ("UserUri",),
+    "QoESessionView.csv": ("CallerURI", "CalleeURI"),
+}
+
+
+def _landing(dest: Path, domain: str | None) -> None:
+    """The sample's exports cut by address (``_BY_ADDRESS``), with the QoE lines and streams of
+    the sessions kept: every row, or those naming an address of ``domain`` only."""
+    for src in sorted(SAMPLE.glob("lync/*/**/*.csv")):
+        if src.name not in (*_BY_ADDRESS, "QoEMediaLineView.csv", "QoEAudioStream.csv"):
+            continue
+        target = dest / src.relative_to(SAMPLE)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        frame = pl.read_csv(src, infer_schema=False)
+        if domain is not None and src.name in _BY_ADDRESS:
+            ours = pl.any_horizontal(
+                pl.col(c).str.to_lowercase().str.ends_with(f"@{domain}").fill_null(False)
+                for c in _BY_ADDRESS[src.name]
+            )
+            frame = frame.filter(ours)
+        frame.write_csv(target)
+    if domain is not None:  # the QoE lines and streams of the sessions kept
+        for sessions in sorted(dest.glob("lync/*/*/QoESessionView.csv")):
+            keys = pl.read_csv(sessions, infer_schema=False).select(
+                "ConferenceDateTime", "SessionSeq"
+            )
+            for name in ("QoEMediaLineView.csv", "QoEAudioStream.csv"):
+                path = sessions.parent / name
+                part = pl.read_csv(path, infer_schema=False)
+                part.join(keys, on=["ConferenceDateTime", "SessionSeq"], how="semi").write_csv(path)
+
+
+def test_a_tenants_report_equals_a_run_over_that_tenants_input_only(tmp_path, policy, dev_keyring):
+    """Two runs: one over every row of the exports, one over the rows that name a contoso
+    address only. Contoso's folder is the same in both: nothing of another tenant's rows moves
+    one of its numbers (calls with other tenants included, from contoso's side)."""
+    folders = {}
+    for name, domain in (("all", None), ("contoso", "contoso.com")):
+        _landing(tmp_path / name / "landing", domain)
+        run_local(tmp_path / name / "landing", tmp_path / name / "out", policy=policy,
+                  keyring=dev_keyring, run_id="r1")  # fmt: skip
+        folders[name] = _tables(tmp_path / name / "out/current/shareable/tenant/contoso")
+    full, alone = folders["all"], folders["contoso"]
+    assert full.keys() == alone.keys()
+    assert full["user_activity"].height > 0
+    assert full["call_minutes"].filter(pl.col("route") == "other_tenant").height > 0
+    for name in full:
+        order = list(full[name].columns)
+        assert full[name].sort(order).equals(alone[name].select(order).sort(order)), name
+
+
+def test_connect_rooms_count_the_tenants_attendances_only(sample_out):
+    scan = restricted_scanner(sample_out / "restricted")
+    attendance = scan("connect_attendance").collect()
+    for tenant in TENANTS:
+        rooms = _tables(_folder(sample_out, tenant))["connect_rooms"]
+        mine = attendance.filter(pl.col("user_account") == tenant)
+        assert rooms["attendances"].sum() == mine.height > 0
+        assert rooms["people"].max() <= mine["user"].n_unique()
+        assert rooms["room"].n_unique() <= mine["meeting"].n_unique()
