@@ -21,12 +21,20 @@ from pathlib import Path
 
 from anonymize import __version__
 from anonymize.contracts import load_output_schema
-from anonymize.dictionary import event_entries, key_entries, markdown_table, statistic_entries
+from anonymize.dictionary import (
+    event_entries,
+    key_entries,
+    markdown_table,
+    statistic_entries,
+    tenant_table_entries,
+)
 from anonymize.layout import SHAREABLE, partition_key, write_atomically
 from anonymize.policy import Policy
 from anonymize.statistics import STATISTICS
+from anonymize.tenants import CONNECT_ROOMS, USER_ACTIVITY
 
 DATASHEET = "DATASHEET"
+TENANT_TABLES = (USER_ACTIVITY, CONNECT_ROOMS)  # a tenant release's tables besides statistics
 FORMAT_VERSION = "1"
 
 MUST_NOT = (
@@ -140,6 +148,11 @@ def build(
         }
         for d, e in entry.get("events", {}).items()
     }
+    tables = (
+        {t: [asdict(e) for e in tenant_table_entries(t)] for t in TENANT_TABLES}
+        if spec.kind == "tenant"
+        else {}
+    )
     doc = {
         "datasheet_version": FORMAT_VERSION,
         "release": name,
@@ -180,6 +193,7 @@ def build(
         "keys": [asdict(e) for e in key_entries(spec.granularity == "hour")],
         "statistics": stats,
         "events": events,
+        **({"tables": tables} if tables else {}),
         "must_not": list(MUST_NOT),
         "known_limits": _limits(policy, name, bool(events)),
     }
@@ -239,6 +253,8 @@ def render_markdown(doc: dict) -> str:
     for d, ev in doc["events"].items():
         lines += ["", f"### events `{d}` (pseudonym scope {ev['pseudonym_scope']})", ""]
         lines += [*markdown_table(ev["columns"])]
+    for t, columns in doc.get("tables", {}).items():
+        lines += ["", f"### `{t}`: the tenant's own users, exact", "", *markdown_table(columns)]
     lines += ["", "## Keys", "", *markdown_table(doc["keys"]), "", "## The recipient must not", ""]
     lines += [f"- {m}" for m in doc["must_not"]]
     lines += ["", "## Known limits", "", *(f"- {x}" for x in doc["known_limits"]), ""]

@@ -240,11 +240,13 @@ def account_key(ring: KeyRing, kind: str) -> bytes:
 
 
 def account_of(value: str, accounts: dict[str, tuple[str, ...]]) -> str | None:
-    """The tenant whose domain (or a subdomain of it) a SIP URI or email is in, else None.
+    """The tenant whose domain (or a subdomain of it) a SIP URI or email is in, else None; the
+    most specific domain wins (``eu.contoso.com`` before ``contoso.com``).
 
-    >>> account_of("sip:Jane.Doe@EU.Contoso.com", {"contoso": ("contoso.com",)})
-    'contoso'
-    >>> account_of("tel:+14255550100", {"contoso": ("contoso.com",)}) is None
+    >>> accounts = {"contoso": ("contoso.com",), "contoso-eu": ("eu.contoso.com",)}
+    >>> account_of("sip:Jane.Doe@EU.Contoso.com", accounts), account_of("jd@contoso.com", accounts)
+    ('contoso-eu', 'contoso')
+    >>> account_of("tel:+14255550100", accounts) is None
     True
     """
     if is_phone_uri(value):
@@ -252,8 +254,9 @@ def account_of(value: str, accounts: dict[str, tuple[str, ...]]) -> str | None:
     domain = uri_domain(value)
     if domain is None:
         return None
-    for tenant, domains in accounts.items():
-        if any(domain == d or domain.endswith("." + d) for d in domains):
+    pairs = sorted(((d, t) for t, ds in accounts.items() for d in ds), key=lambda p: -len(p[0]))
+    for d, tenant in pairs:
+        if domain == d or domain.endswith("." + d):
             return tenant
     return None
 

@@ -227,8 +227,10 @@ def _web(scan: Callable[[str], pl.LazyFrame], hourly: bool):
 
 # --- what UC administrators read (SfB Monitoring Reports, CQD, usage reports) -----------------
 
-# SIP responses that say the callee did not take the call (busy, declined, cancelled, away,
-# timed out): expected failures, as the monitoring server's ErrorCategory classes them.
+# SIP responses that say the callee did not take the call (not found, busy, declined, cancelled,
+# away, timed out): expected failures. The monitoring server classes each (response code,
+# diagnostic id) pair in its ErrorDef table, which no export read here carries: this is the
+# response-code part of that rule.
 EXPECTED_FAILURES = (404, 408, 480, 486, 487, 603)
 
 

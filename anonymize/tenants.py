@@ -16,7 +16,9 @@ The view of a tenant keeps the rows that name one of its people, with every pers
 replaced by the tenant's pseudonym of that person, or null for anyone else: a call between two
 tenants is in both views, each side seeing only its own user and the other as ``other_tenant``
 (its domain class), never an identity. A row that names nobody (a Connect meeting session) is
-the tenant's when one of its rows names the same meeting. Phone numbers are only "a phone".
+the tenant's when one of its rows names the same meeting (a QoE report's lines and streams,
+its session's). A conference is the tenant's when its organiser is one of its people; its
+participants from other tenants are not in the view. Phone numbers are only "a phone".
 """
 
 from __future__ import annotations
@@ -89,22 +91,30 @@ def tenant_view(scan: Scan, policy: Policy, people: pl.DataFrame) -> Scan:
               for c in persons],
             # A phone number is only "a phone": never the provider's pseudonym of it.
             *[pl.when(pl.col(c).is_not_null()).then(pl.lit("phone")).alias(c) for c in phones],
-            # The tenants' own pseudonyms stay in their columns above; these columns go.
+            # Every tenant's per-account pseudonyms: gone (the person columns above now hold
+            # this tenant's, of its own people only).
             *[pl.lit(None, dtype=pl.String).alias(c) for c in mine],
         )  # fmt: skip
         if dataset == "lync_sessions":  # the other side, when it is someone else of ours
-            frame = frame.with_columns(
-                pl.when(pl.col(f"{side}_user").is_null() & (pl.col(f"{side}_domain_class") == c))
-                .then(pl.lit("other_tenant"))
-                .otherwise(pl.col(f"{side}_domain_class"))
-                .alias(f"{side}_domain_class")
-                for side, c in (("from", "internal"), ("to", "internal"))
-            )  # fmt: skip
+            frame = frame.with_columns(_other_tenant(side) for side in ("from", "to"))
         if not persons:
             return frame.filter(pl.lit(False))
         return frame.filter(pl.any_horizontal(pl.col(c).is_not_null() for c in persons))
 
     return view
+
+
+def _other_tenant(side: str) -> pl.Expr:
+    """A session side's domain class in a tenant's view: ``other_tenant`` for one of the
+    provider's own domains that is not one of the tenant's people."""
+    domain = pl.col(f"{side}_domain_class")
+    theirs = pl.col(f"{side}_user").is_null() & (domain == "internal")
+    return (
+        pl.when(theirs)
+        .then(pl.lit("other_tenant"))
+        .otherwise(domain)
+        .alias(domain.meta.output_name())
+    )
 
 
 def _minutes() -> pl.Expr:

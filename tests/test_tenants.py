@@ -54,7 +54,10 @@ def test_every_tenant_has_its_folder_with_its_users_and_statistics(sample_out, p
         users = tables["user_activity"]
         assert users.height > 0
         assert users["user"].str.contains(r"^[a-z]{1,2}-[a-p]{32}$").all()
-        assert (_folder(sample_out, tenant) / "DATASHEET.md").exists()
+        sheet = (_folder(sample_out, tenant) / "DATASHEET.md").read_text()
+        assert f"release `tenant` for {tenant}" in sheet
+        assert "### `user_activity`" in sheet
+        assert "### `connect_rooms`" in sheet
 
 
 def test_two_tenants_folders_share_no_row_and_no_pseudonym(sample_out):
