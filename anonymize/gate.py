@@ -44,7 +44,7 @@ from anonymize import datasheet
 from anonymize.canaries import Canaries, canary_key, collect
 from anonymize.errors import ContractError, InputError
 from anonymize.keys import KeyRing
-from anonymize.layout import CANARIES, PARQUET_OPTIONS, discover
+from anonymize.layout import CANARIES, PARQUET_OPTIONS, discover, scan_partitions
 from anonymize.policy import Policy
 from anonymize.releases import pseudonym_columns
 from anonymize.sources import open_source
@@ -309,7 +309,7 @@ def scan(
     queries: list[pl.LazyFrame] = []
     pseudo_queries: list[tuple[str, str, list[str], pl.LazyFrame]] = []
     for (area, dataset), paths in sorted(by_dataset.items()):
-        lf = pl.scan_parquet(paths, hive_partitioning=False)
+        lf = scan_partitions(paths, hive=False)
         schema = lf.collect_schema()
         cols = [c for c, t in schema.items() if t == pl.String or t == pl.List(pl.String)]
         base = dataset.split("/")[-1]

@@ -42,6 +42,24 @@ LOOKUPS = "_lookups"  # in a run's staging area: join-source and companion table
 PARQUET_OPTIONS = {"compression": "zstd", "compression_level": 3, "statistics": True}
 
 
+def scan_partitions(files: list[Path], *, hive: bool = True):
+    """A lazy scan of a dataset's Parquet files whose columns may differ: a partition written
+    before the dataset gained a column (an upgrade) reads it as null, instead of failing the
+    scan. With ``hive``, ``date`` and ``region`` come from the folder names."""
+    import polars as pl
+
+    schema: dict = {}
+    for f in files:
+        for name, dtype in pl.read_parquet_schema(f).items():
+            schema.setdefault(name, dtype)
+    where = (
+        {"hive_partitioning": True, "hive_schema": {"date": pl.Date, "region": pl.String}}
+        if hive
+        else {"hive_partitioning": False}
+    )
+    return pl.scan_parquet(files, schema=schema, missing_columns="insert", **where)
+
+
 @dataclass(frozen=True)
 class PlannedFile:
     """An input file and what its header says it is (None when it matches no contract yet)."""

@@ -60,7 +60,7 @@ from anonymize.dictionary import (
 )
 from anonymize.identifiers import pseudonym
 from anonymize.keys import KeyRing
-from anonymize.layout import PARQUET_OPTIONS, SHAREABLE
+from anonymize.layout import PARQUET_OPTIONS, SHAREABLE, scan_partitions
 from anonymize.operators import Memo, map_unique
 from anonymize.perturbation import (
     KeyedStream,
@@ -670,10 +670,7 @@ def restricted_scanner(
         if not files:
             schema.update({"date": pl.Date, "region": pl.String})
             return pl.LazyFrame(schema=schema)
-        return pl.scan_parquet(
-            files, hive_partitioning=True,
-            hive_schema={"date": pl.Date, "region": pl.String}, schema=None,
-        )  # fmt: skip
+        return scan_partitions(files)
 
     return scan
 

@@ -41,7 +41,7 @@ import polars as pl
 from anonymize.errors import InputError
 from anonymize.identifiers import normalize_identifier, pseudonym
 from anonymize.keys import KeyRing
-from anonymize.layout import QUARANTINE, write_atomically
+from anonymize.layout import QUARANTINE, scan_partitions, write_atomically
 from anonymize.stage import make_context
 
 SUBJECTS = "_subjects"
@@ -139,9 +139,7 @@ def rows_holding(restricted: Path, policy, pseudonyms: frozenset[str]) -> dict[s
         if not files or not cols:
             continue
         hit = pl.any_horizontal(pl.col(c).is_in(list(pseudonyms)).fill_null(False) for c in cols)
-        rows = pl.scan_parquet(
-            files, hive_partitioning=True, hive_schema={"date": pl.Date, "region": pl.String}
-        ).filter(hit)
+        rows = scan_partitions(files).filter(hit)
         frame = rows.collect()
         if frame.height:
             found[name] = frame
