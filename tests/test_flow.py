@@ -103,7 +103,7 @@ def test_parameters_are_validated_before_any_task(prefect_harness, tmp_path):
 
 
 def test_contract_of_sample_files(sample_landing):
-    """The committed sample holds both kinds of Lync export."""
+    """The committed sample holds every kind of Lync view export, QoE reports included."""
     heads = {p.name: p for p in sample_landing.rglob("*View.csv*")}
     assert set(heads) == {
         "SessionDetailsView.csv",
@@ -111,6 +111,8 @@ def test_contract_of_sample_files(sample_landing):
         "ConferencesView.csv",
         "ConferenceSessionDetailsView.csv",
         "RegistrationView.csv",
+        "QoESessionView.csv",
+        "QoEMediaLineView.csv",
     }
     assert load_contract("lync_voip_details_view").priority == 2
 
