@@ -345,7 +345,10 @@ _NUMERIC = re.compile(r"[\d./, \-]+")
 def output_forms(value: str, free_text: bool = False) -> set[str]:
     """Every form under which an output value could hold a canary (``x:`` forms too for a
     free-text output of the web, see the module)."""
-    out = {"v:" + value.strip().lower()}
+    whole = value.strip().lower()
+    # A number of one to three digits (a k, a count, a status code written as text) is no
+    # identifier, whatever surrogate key (a Connect principal-id 5) has the same digits.
+    out = set() if whole.isdigit() and len(whole) < 4 else {"v:" + whole}
     if _NUMERIC.fullmatch(value):  # networks, numbers, dates: no word, no email
         for m in _IPV4.findall(value):
             if "/" not in m or m.endswith("/32"):

@@ -322,3 +322,16 @@ def test_a_date_is_no_phone_number_but_the_number_written_as_people_do_is():
     assert classify(lines, canaries) == [[], [], []]
     for written in ("call 2026 1130", "2026-1130", "+85220261130", "(852) 2026-1130"):
         assert classify([written], canaries)[0][:1] == ["canary:tel"], written
+
+
+def test_a_short_number_is_no_identifier_whatever_surrogate_key_has_its_digits():
+    """A Connect principal-id 5 is a canary of its own value; the metadata "cdranon.k": "5" of a
+    release with k = 5 is no leak of it. A longer number still is."""
+    from anonymize.canaries import Canaries, collect
+    from anonymize.web import DEFAULT_WEB
+
+    canaries = Canaries(b"k" * 32)
+    ids = pl.DataFrame({"principal-id": ["5", "1276863885"]})
+    canaries.table = collect(ids, {"principal-id": "plain"}, canaries, DEFAULT_WEB)
+    assert classify(["5", "05", "10"], canaries) == [[], [], []]
+    assert classify(["1276863885"], canaries)[0]  # a finding (as a number or a phone run)

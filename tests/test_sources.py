@@ -30,6 +30,9 @@ DATASETS = [
     "lync_conferences",
     "lync_registrations",
     "lync_sessions",
+    "qoe_audio_streams",
+    "qoe_media_lines",
+    "qoe_sessions",
     "web_requests",
 ]
 
