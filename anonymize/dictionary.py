@@ -31,7 +31,7 @@ import pyarrow as pa
 import yaml
 
 from anonymize.contracts import ColumnDoc, load_output_schema
-from anonymize.policy import CompiledRule, DatasetPolicy, Policy, ReleaseSpec
+from anonymize.policy import PSEUDONYM_OPS, CompiledRule, DatasetPolicy, Policy, ReleaseSpec
 from anonymize.statistics import STATISTICS
 
 
@@ -97,6 +97,8 @@ def _rule_treatment(rule: CompiledRule) -> str:
         return f"keyed pseudonym of the identifier {col} stands for in {o.lookup}"
     if name == "pseudonymize_session":
         return f"keyed pseudonym (kind meeting) of the session ({o.time}, {o.seq})"
+    if name == "pseudonymize_dialog":
+        return f"keyed pseudonym (kind meeting) of the SIP Call-ID of {col}"
     if name == "coarsen_time":
         return f"generalised: {col} truncated to the {o.to}"
     if name == "duration":
@@ -130,9 +132,6 @@ def _rule_treatment(rule: CompiledRule) -> str:
     if name == "pool_region":
         return f"generalised: {col} to its region"
     return f"{name} of {col}"  # an operator registered by an extension
-
-
-PSEUDONYM_OPS = ("pseudonymize", "pseudonymize_lookup", "pseudonymize_session")
 
 
 def _treatment(rules: list[CompiledRule]) -> str:

@@ -291,6 +291,12 @@ class CompiledRule:
     options: Options
 
 
+# The operators whose output is a keyed pseudonym (``x-`` and 32 letters a-p).
+PSEUDONYM_OPS = (
+    "pseudonymize", "pseudonymize_lookup", "pseudonymize_session", "pseudonymize_dialog",
+)  # fmt: skip
+
+
 @dataclass(frozen=True)
 class DatasetPolicy:
     name: str
@@ -302,9 +308,10 @@ class DatasetPolicy:
 
     @property
     def pseudonym_columns(self) -> list[str]:
-        """The outputs that hold pseudonyms of people (made by pseudonymize operators)."""
-        names = ("pseudonymize", "pseudonymize_lookup", "pseudonymize_session")
-        return sorted({r.output for r in self.rules if r.spec.name in names})
+        """The outputs that hold keyed pseudonyms (of people, phones, meetings, sessions,
+        dialogs): the gate checks they hold nothing else, releases re-key them, erasure looks
+        in them."""
+        return sorted({r.output for r in self.rules if r.spec.name in PSEUDONYM_OPS})
 
     @property
     def person_columns(self) -> list[str]:

@@ -335,3 +335,27 @@ def test_a_short_number_is_no_identifier_whatever_surrogate_key_has_its_digits()
     canaries.table = collect(ids, {"principal-id": "plain"}, canaries, DEFAULT_WEB)
     assert classify(["5", "05", "10"], canaries) == [[], [], []]
     assert classify(["1276863885"], canaries)[0]  # a finding (as a number or a phone run)
+
+
+def test_every_column_of_keyed_pseudonyms_is_declared_one(published_sample, policy):
+    """A column whose values are all keyed pseudonyms must be one of its dataset's pseudonym
+    columns: the gate then checks it holds nothing else (instead of turning each of its
+    distinct values into canary forms: a dialog per call, a million at 1M sessions), releases
+    re-key it for each recipient, and erasure looks in it. The sample's `dialog` was not."""
+    from anonymize.gate import PSEUDONYM
+
+    undeclared = []
+    for name, ds in policy.datasets.items():
+        files = sorted((published_sample / "restricted" / name).rglob("*.parquet"))
+        if not files:
+            continue
+        frame = pl.read_parquet(files)
+        for column, dtype in frame.schema.items():
+            values = frame[column].drop_nulls() if dtype == pl.String else None
+            if values is None or values.is_empty() or not values.str.contains(PSEUDONYM).all():
+                continue
+            if column not in ds.pseudonym_columns:
+                undeclared.append((name, column))
+    assert undeclared == []
+    declared = {(n, c) for n, ds in policy.datasets.items() for c in ds.pseudonym_columns}
+    assert {("lync_sessions", "dialog"), ("qoe_sessions", "dialog")} <= declared
