@@ -72,7 +72,22 @@ def tenant_people(scan: Scan, policy: Policy, tenant: str) -> pl.DataFrame:
 
 
 def tenant_view(scan: Scan, policy: Policy, people: pl.DataFrame) -> Scan:
-    """``scan`` as the tenant sees it (see the module docstring)."""
+    """``scan`` as the tenant sees it (see the module docstring). Each dataset's view is
+    computed once, the first time it is asked for, and kept in memory: every statistic and
+    table of the tenant's folder reads it (without this, each re-read and re-mapped every row
+    of the release's partitions; kept, it holds the tenant's rows only)."""
+    seen: dict[str, pl.DataFrame] = {}
+    view = _tenant_view(scan, policy, people)
+
+    def once(dataset: str) -> pl.LazyFrame:
+        if dataset not in seen:
+            seen[dataset] = view(dataset).collect()
+        return seen[dataset].lazy()
+
+    return once
+
+
+def _tenant_view(scan: Scan, policy: Policy, people: pl.DataFrame) -> Scan:
     old, new = people["person"], people["tenant_person"]
 
     def view(dataset: str) -> pl.LazyFrame:
